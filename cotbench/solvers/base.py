@@ -1,0 +1,47 @@
+"""The solver protocol: how one example in one setting turns into model calls and a final answer.
+
+A solver is a generator (inspect_ai's solver idea, made batch-friendly): it *yields* a ``Call``
+(rendered messages + generation overrides) and is *sent* the ``Response``; it may yield several calls
+(e.g. plan, then execute) and finally *returns* a ``SolverOutput``. The runner steps every example's
+solver in lockstep, so each round of calls goes to the backend as one batch, and each call is cached
+in the store under its own request key.
+
+Direct and CoT settings use :func:`generate` (one call). Plan settings live in ``cotbench.solvers.plan``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator
+
+from cotbench.types import Example, Extraction, Message, Response
+
+
+@dataclass(frozen=True)
+class Call:
+    messages: tuple[Message, ...]
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    prefill: str | None = None
+    tag: str = "answer"  # what this call is for ("answer", "plan", "judge", ...)
+
+
+@dataclass
+class SolverOutput:
+    """Final text to extract from (``text``) — or an answer the solver computed itself (``extraction``)."""
+
+    text: str
+    messages: tuple[Message, ...]
+    extraction: Extraction | None = None  # set when the answer did not come from text (e.g. a tool)
+    extra: dict[str, Any] = field(default_factory=dict)  # plan text, tool outcome, per-call usage …
+
+
+SolverGen = Generator[Call, Response, SolverOutput]
+# A solver factory: (example, setting name, prompt spec, task) -> generator
+SolverFn = Callable[..., SolverGen]
+
+
+def generate(call: Call) -> SolverGen:
+    """One model call; the response text (after any prefill) is what gets extracted."""
+    resp = yield call
+    text = (call.prefill or "") + resp.text if call.prefill else resp.text
+    return SolverOutput(text=text, messages=call.messages)

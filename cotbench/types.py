@@ -1,0 +1,132 @@
+"""The typed records that flow through cotbench, left to right.
+
+Example -> (render) -> Request -> (backend) -> Response -> (extract, score) -> SampleResult.
+Every stage depends only on the ones to its left; the SampleResult row is the contract between
+the harness and every analysis (it is what ``samples.jsonl`` holds).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AnswerType = Literal["choice", "number", "math", "label", "text", "judge"]
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One dataset item, normalised.
+
+    ``gold`` is canonical for its answer type: a letter ("A".."J") for ``choice``, a number string
+    for ``number``, a LaTeX/plain answer for ``math``, one of the task's labels for ``label``
+    (e.g. "True"/"False"/"Uncertain", "Yes"/"No"), free text for ``text``, a reference answer for
+    ``judge``. ``choices`` holds option texts in letter order (None if not multiple choice).
+    """
+
+    id: str
+    dataset: str
+    question: str
+    gold: str
+    answer_type: AnswerType
+    choices: tuple[str, ...] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Every generation parameter that can change an output; all of it goes into the request key."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A fully rendered model call. ``key`` identifies it in the store (see :func:`request_key`)."""
+
+    model: str
+    model_revision: str
+    backend: str
+    messages: tuple[Message, ...]
+    params: GenParams
+    sample_index: int = 0
+    prefill: str | None = None  # assistant-turn prefix, for backends/models that allow it
+
+    @property
+    def key(self) -> str:
+        return request_key(self)
+
+
+def request_key(req: Request) -> str:
+    """Hash of everything that determines the output: model+revision, backend, messages, params, seed, sample index."""
+    payload = {
+        "model": req.model,
+        "revision": req.model_revision,
+        "backend": req.backend,
+        "messages": list(req.messages),
+        "params": asdict(req.params),
+        "sample_index": req.sample_index,
+        "prefill": req.prefill,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a backend returned for one request."""
+
+    text: str
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    finish_reason: str | None = None  # "stop" | "length" | ...
+    latency_s: float | None = None
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Result of one extractor over one response. ``answer`` is None when unparseable."""
+
+    answer: str | None
+    method: str  # which rule fired, e.g. "the_answer_is", "boxed", "last_number", "none"
+
+    @property
+    def parsed(self) -> bool:
+        return self.answer is not None
+
+
+@dataclass
+class SampleResult:
+    """One row of samples.jsonl: model x dataset x setting x example (x sample index)."""
+
+    model: str
+    dataset: str
+    group: str
+    setting: str
+    example_id: str
+    sample_index: int
+    key: str
+    messages: list[Message]
+    response: str
+    extracted: str | None
+    extract_method: str
+    parse_status: Literal["ok", "unparseable"]
+    gold: str
+    correct: bool
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_s: float | None
+    finish_reason: str | None
+    question: str = ""
+    choices: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. plan text, tool outcome
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,3 @@
+from cotbench.cli import main
+
+raise SystemExit(main())

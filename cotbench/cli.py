@@ -1,0 +1,54 @@
+"""Command line: ``python -m cotbench {run,list,report,analyze,figures,meta} …``.
+
+Each area registers its own sub-commands through a ``register(subparsers)`` function that adds parsers
+and sets ``func`` (a callable taking the parsed args and returning an exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+AREAS = (
+    "cotbench.harness_cli",   # run, list, report
+    "cotbench.analysis.cli",  # analyze, figures
+    "cotbench.meta.cli",      # meta validate|query|import|fit|plot
+)
+
+
+class UserError(Exception):
+    """An error caused by input (flags, files, data): printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cotbench", description="When does chain-of-thought help an LLM?")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in AREAS:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:  # area not built yet
+                continue
+            raise
+        m.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished samples are saved — rerun the same command to resume", file=sys.stderr)
+        return 130
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, OSError) as e:
+        # DataError, bad config, unwritable output: no traceback, the message names the file/row/field
+        print(f"error: {e}", file=sys.stderr)
+        return 2

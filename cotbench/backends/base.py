@@ -1,0 +1,41 @@
+"""One small interface for every backend: take a batch of Requests, report each Response as it finishes.
+
+Reporting per request (``on_result``) lets the runner commit every finished generation to the store
+before counting it done, whatever the backend's batching or concurrency.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from cotbench.types import Request, Response
+
+OnResult = Callable[[Request, Response], None]
+
+
+class BackendError(RuntimeError):
+    """The backend cannot go on (server down after all retries, missing dependency, bad model file)."""
+
+
+@dataclass
+class BackendStats:
+    calls: int = 0
+    retries: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+    def note_retry(self, reason: str) -> None:
+        self.retries += 1
+        self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+
+
+class Backend(Protocol):
+    name: str
+    model_id: str
+    revision: str
+    stats: BackendStats
+
+    def generate(self, requests: list[Request], on_result: OnResult) -> None: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...

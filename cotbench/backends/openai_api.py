@@ -1,0 +1,137 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, Anthropic's and Gemini's compatibility endpoints,
+``vllm serve``, ``llama_cpp.server``), asynchronous with bounded concurrency.
+
+Retries are ours, not the SDK's (``max_retries=0``), so each one is counted: exponential back-off with
+full jitter on 429, 5xx, timeouts and dropped connections; other 4xx errors are not retried.
+A server that stays down raises :class:`BackendError` after ``max_retries``; everything finished
+before that is already committed by the runner, so the run resumes from there.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+from cotbench.backends.base import BackendError, BackendStats, OnResult
+from cotbench.types import Request, Response
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(cap, base * (2 ** attempt)))
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, model_id: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                 concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6,
+                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, revision: str = "",
+                 allow_prefill: bool = False, extra_body: dict | None = None):
+        try:
+            import openai  # noqa: F401
+        except ImportError as e:  # pragma: no cover
+            raise BackendError("the openai package is not installed: pip install openai") from e
+        self.model_id = model_id
+        self.revision = revision
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        if not key and base_url is None:
+            raise BackendError(f"no API key: set the environment variable {api_key_env}")
+        self._api_key = key or "EMPTY"  # local servers accept any key; never logged or stored
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.allow_prefill = allow_prefill
+        self.extra_body = extra_body or {}
+        self.stats = BackendStats()
+        self._rng = random.Random(0)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model_id, "base_url": self.base_url,
+                "api_key_env": self.api_key_env, "concurrency": self.concurrency,
+                "timeout_s": self.timeout_s, "max_retries": self.max_retries}
+
+    def _messages(self, req: Request) -> list[dict]:
+        msgs = [dict(m) for m in req.messages]
+        if req.prefill and self.allow_prefill:
+            msgs.append({"role": "assistant", "content": req.prefill})
+        return msgs
+
+    async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
+        import openai
+
+        p = req.params
+        async with sem:
+            attempt = 0
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    out = await client.chat.completions.create(
+                        model=self.model_id, messages=self._messages(req), max_tokens=p.max_tokens,
+                        temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
+                        seed=p.seed + req.sample_index, timeout=self.timeout_s,
+                        **({"extra_body": self.extra_body} if self.extra_body else {}),
+                    )
+                    self.stats.calls += 1
+                    choice = out.choices[0]
+                    usage = out.usage
+                    return Response(
+                        text=(choice.message.content or ""),
+                        tokens_in=getattr(usage, "prompt_tokens", None),
+                        tokens_out=getattr(usage, "completion_tokens", None),
+                        finish_reason=choice.finish_reason,
+                        latency_s=time.perf_counter() - t0,
+                        retries=attempt,
+                    )
+                except openai.APIStatusError as e:
+                    if e.status_code not in RETRY_STATUS:
+                        raise BackendError(f"{self.model_id}: HTTP {e.status_code} (not retried): {e.message}") from None
+                    reason = f"http_{e.status_code}"
+                except openai.APITimeoutError:
+                    reason = "timeout"
+                except openai.APIConnectionError:
+                    reason = "connection"
+                if attempt >= self.max_retries:
+                    raise BackendError(
+                        f"{self.model_id} at {self.base_url or 'api.openai.com'}: gave up after "
+                        f"{attempt} retries (last error: {reason}); finished samples are saved, rerun to resume"
+                    )
+                self.stats.note_retry(reason)
+                await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng))
+                attempt += 1
+
+    async def _run(self, requests: list[Request], on_result: OnResult) -> None:
+        import httpx
+        import openai
+
+        sem = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
+                                      http_client=httpx.AsyncClient(limits=limits)) as client:
+            async def tagged(req: Request) -> tuple[Request, Response]:
+                return req, await self._one(client, req, sem)
+
+            tasks = [asyncio.ensure_future(tagged(r)) for r in requests]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    req, resp = await fut
+                    on_result(req, resp)
+            finally:  # on an error or Ctrl-C, stop the in-flight calls; finished ones are already stored
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def generate(self, requests: list[Request], on_result: OnResult) -> None:
+        if not requests:
+            return
+        asyncio.run(self._run(requests, on_result))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,136 @@
+"""``run``, ``list`` and ``report`` sub-commands."""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+from cotbench.config import QUICK_DATASETS, RunConfig, build_config
+from cotbench.settings import CORE_SETTINGS, SETTINGS
+from cotbench.tasks.base import HubUnavailable
+
+QUICK_LIMIT = 5
+FULL_STUDY_HINT = """\
+Full study: every dataset x the four settings x the study's models, e.g.
+  python -m cotbench run --model llama-3.1-8b-instruct --datasets all --settings zs_direct zs_cot fs_direct fs_cot
+  python -m cotbench run --model gpt-4o-mini --datasets all        (key from OPENAI_API_KEY)
+See `python -m cotbench list models` / `list datasets`, and `python -m cotbench run --help`."""
+
+
+def add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run models directly and with CoT over datasets",
+                       description="Prompt a model directly and with chain-of-thought, zero- and few-shot. With no "
+                                   "arguments: a quick suite (embedded model, gsm8k + mmlu, 5 items each).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--config", help="YAML file with the same options as these flags (flags win)")
+    a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME; default: the embedded "
+                      "SmolLM2-135M-Instruct")
+    a("--backend", choices=["llamacpp", "openai", "vllm"], help="override the backend implied by the model")
+    a("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    a("--datasets", nargs="+", help="dataset names (see `list datasets`), sub-task names, or 'all'")
+    a("--dataset-file", help="your own JSONL: question, optional choices, answer")
+    a("--answer-type", choices=["choice", "number", "boolean", "text"], help="answer type of --dataset-file")
+    a("--settings", nargs="+", help=f"settings: {', '.join(SETTINGS)}; default: {' '.join(CORE_SETTINGS)}")
+    a("--limit", type=int, help="first N items of each dataset")
+    a("--data-dir", help="local mirror in the hub schema (default: the Hugging Face hub; env COTBENCH_DATA_DIR)")
+    a("--out", help="run directory (default: runs/<model>-<config hash>; the same command resumes there)")
+    a("--cache", help="generation store to use (default: OUT/store.sqlite); share one across runs to reuse calls")
+    a("--seed", type=int, help="sampling seed (default 0)")
+    a("--temperature", type=float, help="default 0 (greedy)")
+    a("--top-p", type=float)
+    a("--samples", type=int, help="generations per item (default 1)")
+    a("--max-tokens-direct", type=int, help="override every task's direct-answer token budget")
+    a("--max-tokens-cot", type=int, help="override every task's CoT token budget")
+    a("--fewshot-k", type=int, help="use only the first k exemplars")
+    a("--chance-credit", action="store_true", default=None,
+      help="also report accuracy with 1/n_choices credit for unparseable multiple-choice answers (the study's rule)")
+    a("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
+    a("--timeout", type=float, help="openai backend: per-request timeout in seconds (default 120)")
+    a("--max-retries", type=int, help="openai backend: retries on 429/5xx/timeouts/drops (default 6)")
+    a("--n-ctx", type=int, help="llamacpp backend: context window (default 4096)")
+    a("--tensor-parallel-size", type=int, help="vllm: GPUs per model replica")
+    a("--data-parallel-size", type=int, help="vllm: model replicas, each on its own GPUs")
+    a("--pipeline-parallel-size", type=int, help="vllm: pipeline stages (multi-node with ray)")
+    a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
+    a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
+    a("--price-out", type=float, help="USD per 1M output tokens")
+    a("--no-progress", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=cmd_run)
+
+
+def _flags_to_overrides(args: argparse.Namespace) -> dict:
+    skip = {"config", "func", "command"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def _expand_all(cfg: RunConfig) -> None:
+    if "all" in cfg.datasets:
+        from cotbench.tasks import DATASETS
+
+        cfg.datasets = list(DATASETS)
+
+
+def _fallback_data_dir() -> str | None:
+    env = os.environ.get("COTBENCH_DATA_DIR")
+    if env:
+        return env
+    guess = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hf"
+    return str(guess) if guess.is_dir() else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cotbench.harness import run
+    from cotbench.report import print_summary
+
+    quick = not any(v is not None for k, v in _flags_to_overrides(args).items()) and not args.config
+    overrides = _flags_to_overrides(args)
+    cfg = build_config(args.config, overrides)
+    _expand_all(cfg)
+    if quick:
+        cfg.limit = QUICK_LIMIT
+        cfg.datasets = list(QUICK_DATASETS)
+        print(f"Quick suite: {cfg.model} on {' '.join(cfg.datasets)} ({QUICK_LIMIT} items each), "
+              f"settings {' '.join(cfg.settings)}.", file=sys.stderr)
+    if cfg.data_dir is None and os.environ.get("COTBENCH_DATA_DIR"):
+        cfg.data_dir = os.environ["COTBENCH_DATA_DIR"]
+    try:
+        out = run(cfg)
+    except HubUnavailable as e:
+        local = _fallback_data_dir()
+        if not (quick and local):
+            raise
+        print(f"{e}\nQuick suite: using the local mirror {local}", file=sys.stderr)
+        cfg.data_dir = local
+        out = run(cfg)
+    print_summary(out)
+    print(f"\nRun directory: {out}")
+    if quick:
+        print("\n" + FULL_STUDY_HINT)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from cotbench.report import list_datasets, list_models, list_settings
+
+    {"datasets": list_datasets, "models": list_models, "settings": list_settings}[args.what]()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cotbench.report import print_summary
+
+    print_summary(Path(args.run_dir))
+    return 0
+
+
+def register(sub) -> None:
+    add_run_parser(sub)
+    p = sub.add_parser("list", help="list datasets, models or settings")
+    p.add_argument("what", choices=["datasets", "models", "settings"])
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("report", help="re-print a finished run's summary")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,48 @@
+"""Progress display: a rich bar with ETA, calls/s and tokens/s on a terminal; sparse lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, enabled: bool = True, console=None):
+        self.enabled = enabled
+        self.console = console
+        self._bar = None
+        self._task = None
+        self._t0 = time.perf_counter()
+        self._last_line = 0.0
+        self._tokens0 = 0
+
+    def __enter__(self) -> "Progress":
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=self.console, transient=False)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def update(self, phase: str, done: int, total: int, stats) -> None:
+        if not self.enabled:
+            return
+        dt = max(1e-9, time.perf_counter() - self._t0)
+        rate = f"{stats.calls_made / dt:.2f} samples/s  {stats.tokens_out / dt:.0f} tok/s"
+        desc = f"round {stats.rounds} ({stats.calls_cached} cached)"
+        if self._bar is not None:
+            if self._task is None or done == 0:
+                if self._task is not None:
+                    self._bar.remove_task(self._task)
+                self._task = self._bar.add_task(desc, total=max(total, 1), rate=rate)
+            self._bar.update(self._task, completed=done, total=max(total, 1), rate=rate, description=desc)
+        elif done == total or time.perf_counter() - self._last_line > 10:
+            self._last_line = time.perf_counter()
+            eta = (total - done) * dt / max(stats.calls_made, 1) if stats.calls_made else float("nan")
+            print(f"[cotbench] {desc}: {done}/{total} calls, {rate}, eta {eta:.0f}s", file=sys.stderr, flush=True)

@@ -1,0 +1,219 @@
+"""tasks x settings -> solvers -> requests -> store/backend -> extract, score -> SampleResult rows.
+
+Every (task, setting, example, sample index) is a *unit* driven by a solver generator
+(:mod:`cotbench.solvers.base`). The runner steps all units in lockstep: each round collects the
+pending calls of every unit, serves what the store already has, sends the rest to the backend as one
+batch, and commits each response to the store the moment it arrives. A rerun of the same command
+therefore makes no model call for finished samples and cannot duplicate one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from cotbench.backends.base import Backend
+from cotbench.extract import extract_answer, score
+from cotbench.prompts import load_prompt_file, render
+from cotbench.settings import Setting, get_setting
+from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate
+from cotbench.store import Store
+from cotbench.tasks.base import Task
+from cotbench.types import Example, Extraction, GenParams, Request, Response, SampleResult
+
+
+@dataclass
+class RunOptions:
+    model_name: str  # what rows are labelled with (registry name or --model value)
+    seed: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    samples: int = 1
+    max_tokens_direct: int | None = None
+    max_tokens_cot: int | None = None
+    fewshot_k: int | None = None
+    allow_prefill: bool = False
+
+
+@dataclass
+class Unit:
+    task: Task
+    setting: Setting
+    example: Example
+    sample_index: int
+    gen: SolverGen
+    pending: Call | None = None
+    request: Request | None = None
+    output: SolverOutput | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)  # usage of every call this unit made
+
+
+@dataclass
+class RunStats:
+    units: int = 0
+    calls_total: int = 0
+    calls_cached: int = 0
+    calls_made: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    rounds: int = 0
+
+
+def token_budget(task: Task, mode: str, opts: RunOptions) -> int:
+    base = "cot" if mode != "direct" else "direct"
+    override = opts.max_tokens_cot if base == "cot" else opts.max_tokens_direct
+    return override or task.max_tokens.get(mode) or task.max_tokens[base]
+
+
+def make_solver(task: Task, setting: Setting, example: Example, opts: RunOptions) -> SolverGen:
+    """The solver for one unit: a single rendered call for direct/CoT, a plan solver otherwise."""
+    if setting.mode in ("direct", "cot"):
+        spec = load_prompt_file(task.prompt_file)
+        r = render(spec, example, setting, k=opts.fewshot_k)
+        call = Call(messages=r.messages, max_tokens=token_budget(task, setting.mode, opts), stop=r.stop,
+                    prefill=r.prefill if opts.allow_prefill else None)
+        return generate(call)
+    from cotbench.solvers.plan import plan_solver  # plan/execute/tool conditions (Sec. 5)
+
+    return plan_solver(example, setting.name, None, task)
+
+
+def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts: RunOptions) -> list[Unit]:
+    units = []
+    for task, examples in tasks.items():
+        for sname in settings:
+            setting = get_setting(sname)
+            if setting.fewshot and not task.fewshot and setting.mode in ("direct", "cot"):
+                continue  # dataset has no exemplars: few-shot settings do not exist for it
+            if setting.mode.startswith("plan"):
+                from cotbench.solvers.plan import supports_plan
+
+                if not supports_plan(task):
+                    continue
+            for ex in examples:
+                for i in range(opts.samples):
+                    units.append(Unit(task, setting, ex, i, make_solver(task, setting, ex, opts)))
+    return units
+
+
+def to_request(call: Call, unit: Unit, backend: Backend, opts: RunOptions) -> Request:
+    params = GenParams(max_tokens=call.max_tokens, temperature=opts.temperature, top_p=opts.top_p,
+                       stop=tuple(call.stop), seed=opts.seed)
+    return Request(model=backend.model_id, model_revision=backend.revision, backend=backend.name,
+                   messages=tuple(call.messages), params=params, sample_index=unit.sample_index,
+                   prefill=call.prefill)
+
+
+def _advance(unit: Unit, resp: Response | None) -> None:
+    try:
+        unit.pending = next(unit.gen) if resp is None else unit.gen.send(resp)
+    except StopIteration as stop:
+        unit.pending, unit.output = None, stop.value
+
+
+ProgressFn = Callable[[str, int, int, RunStats], None]  # (phase, done, total, stats)
+
+
+def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
+            progress: ProgressFn | None = None) -> RunStats:
+    """Drive every unit to completion; every finished call is in the store before it counts."""
+    stats = RunStats(units=len(units))
+    for u in units:
+        _advance(u, None)
+    active = [u for u in units if u.pending is not None]
+    while active:
+        stats.rounds += 1
+        by_key: dict[str, Request] = {}
+        for u in active:
+            u.request = to_request(u.pending, u, backend, opts)
+            by_key.setdefault(u.request.key, u.request)
+        have = store.get_many(list(by_key))
+        misses = [r for k, r in by_key.items() if k not in have]
+        stats.calls_total += len(by_key)
+        stats.calls_cached += len(have)
+        done = 0
+
+        def on_result(req: Request, resp: Response) -> None:
+            nonlocal done
+            store.put(req, resp)  # committed before it counts as done
+            have[req.key] = resp
+            done += 1
+            stats.calls_made += 1
+            stats.tokens_in += resp.tokens_in or 0
+            stats.tokens_out += resp.tokens_out or 0
+            if progress:
+                progress("generate", done, len(misses), stats)
+
+        if progress:
+            progress("generate", 0, len(misses), stats)
+        backend.generate(misses, on_result)
+        for u in active:
+            resp = have[u.request.key]
+            u.calls.append({"tag": u.pending.tag, "key": u.request.key, "tokens_in": resp.tokens_in,
+                            "tokens_out": resp.tokens_out, "latency_s": resp.latency_s,
+                            "finish_reason": resp.finish_reason})
+            _advance(u, resp)
+        active = [u for u in active if u.pending is not None]
+    return stats
+
+
+def _sum(vals: list[Any]) -> Any:
+    vals = [v for v in vals if v is not None]
+    return sum(vals) if vals else None
+
+
+def score_unit(u: Unit, model_name: str) -> SampleResult:
+    """Extract and score one finished unit (pure given the unit)."""
+    out = u.output
+    ex = u.example
+    extraction = out.extraction if out.extraction is not None else extract_answer(out.text, ex, u.task.labels)
+    correct = score(ex, extraction)
+    last = u.calls[-1] if u.calls else {}
+    extra = dict(out.extra)
+    if len(u.calls) > 1:
+        extra["calls"] = u.calls
+    return SampleResult(
+        model=model_name, dataset=u.task.name, group=u.task.group, setting=u.setting.name,
+        example_id=ex.id, sample_index=u.sample_index, key=last.get("key", ""),
+        messages=list(out.messages), response=out.text, extracted=extraction.answer,
+        extract_method=extraction.method, parse_status="ok" if extraction.parsed else "unparseable",
+        gold=ex.gold, correct=bool(correct), tokens_in=_sum([c["tokens_in"] for c in u.calls]),
+        tokens_out=_sum([c["tokens_out"] for c in u.calls]), latency_s=_sum([c["latency_s"] for c in u.calls]),
+        finish_reason=last.get("finish_reason"), question=ex.question,
+        choices=list(ex.choices) if ex.choices else None, metadata=dict(ex.metadata), extra=extra,
+    )
+
+
+def summarize(rows: list[SampleResult], price_in: float | None = None, price_out: float | None = None,
+              chance_credit: bool = False) -> list[dict[str, Any]]:
+    """One line per (model, dataset, setting): accuracy with its binomial standard error, etc."""
+    groups: dict[tuple[str, str, str], list[SampleResult]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.dataset, r.setting), []).append(r)
+    out = []
+    for (model, dataset, setting), rs in groups.items():
+        n = len(rs)
+        acc = sum(r.correct for r in rs) / n
+        tin = sum(r.tokens_in or 0 for r in rs)
+        tout = sum(r.tokens_out or 0 for r in rs)
+        line = {
+            "model": model, "dataset": dataset, "group": rs[0].group, "setting": setting, "n": n,
+            "accuracy": round(acc, 6), "se": round(math.sqrt(acc * (1 - acc) / n), 6),
+            "unparseable_rate": round(sum(r.parse_status == "unparseable" for r in rs) / n, 6),
+            "mean_tokens_out": round(tout / n, 2), "tokens_in": tin, "tokens_out": tout,
+        }
+        if chance_credit:
+            credit = sum(1.0 if r.correct else (1.0 / len(r.choices) if r.parse_status == "unparseable" and r.choices else 0.0)
+                         for r in rs)
+            line["accuracy_chance_credit"] = round(credit / n, 6)
+        if price_in is not None and price_out is not None:
+            line["cost_usd"] = round(tin / 1e6 * price_in + tout / 1e6 * price_out, 6)
+        out.append(line)
+    order = {"zs_direct": 0, "zs_cot": 1, "fs_direct": 2, "fs_cot": 3, "plan_direct": 4, "plan_cot": 5, "plan_tool": 6}
+    out.sort(key=lambda d: (d["model"], d["dataset"], order.get(d["setting"], 99)))
+    return out
+
+
+def now() -> float:
+    return time.time()

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from cotbench.backends.base import BackendError
+
 AREAS = (
     "cotbench.harness_cli",   # run, list, report
     "cotbench.analysis.cli",  # analyze, figures
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished samples are saved — rerun the same command to resume", file=sys.stderr)
         return 130
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ class RunConfig:
     data_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None
+    extra_body: dict | None = None  # openai backend: extra sampling fields sent as-is (part of the request key)
     judge_model: str | None = None
     price_in: float | None = None
     price_out: float | None = None

@@ -15,7 +15,10 @@ Rules, in the order they are tried (the first rule that yields a valid value win
    is" — read at its *last* occurrence that holds a valid value for the answer type (a restated answer
    later in a CoT wins). The value must stand on its own: "Answer: Based on…" is not choice B, because a
    letter must be followed by punctuation, the end of the line, or (for A and I, which are English
-   words) a connective such as "because".
+   words) a connective such as "because"; a number must open the phrase's sentence ("The answer is
+   9 * 120 = 1080." reads 1080, "Answer: Let's compute 16 - 3 = 13…" reads nothing); text answers are the
+   phrase's first sentence; MATH answers are the first ``$…$`` after the phrase or a short formula.
+   The default choice extractor also maps an option's exact text ("The answer is London.") to its letter.
 4. A bare answer at the very start of the response ("C", "(C) Paris", "True.", "18 dollars"), which is
    what direct prompts ask for and what a prefilled "The answer is" turn continues with.
 5. Numbers only: the last number of the final sentence, *if the response ends in a finished sentence*
@@ -25,15 +28,19 @@ Rules, in the order they are tried (the first rule that yields a valid value win
    (lm-eval's "flexible-extract"; it guesses and is never the default).
 
 Nothing else is guessed: a long response with no answer phrase is unparseable for choice, label,
-math and text answers.
+math and text answers. Scoring: letters exactly; numbers as numbers (see :func:`number_equal`); MATH
+through math-verify (:func:`math_equal`); labels case-insensitively after synonym mapping
+("Unknown" -> "Uncertain"); text by SQuAD-normalised exact match against the gold and its aliases, or
+whitespace-normalised exact match where ``metadata["text_match"] == "exact"`` (BBH Dyck, word sorting).
 """
 from __future__ import annotations
 
 import math
 import re
 import string
-from decimal import Decimal
+import threading
 from collections import Counter
+from decimal import Decimal
 from typing import Callable
 
 from cotbench.types import Example, Extraction
@@ -223,12 +230,22 @@ def normalize_number(s: str) -> str | None:
     return format(Decimal(repr(v)), "f")  # positional, as a model would write it
 
 
-def _number_in_span(span: str) -> str | None:
-    """First number after the phrase; after an '=' inside the same span, the number after the last '='."""
+_HEDGES = re.compile(r"^(?:approximately|about|around|roughly|exactly|just|only|therefore|thus|so)\s+", re.I)
+
+
+def _number_in_span(span: str, anchored: bool = True) -> str | None:
+    """The number an answer phrase states: the span (its first sentence) must *start* with the number
+    ("The answer is 9 * 120 = 1080." -> the value after the last '='), so prose such as
+    "Answer: Let's compute 16 - 3 = 13. Then ..." is not read as an answer. Boxed contents are not anchored."""
     span = re.split(r"(?<=[^\d])\.\s", span + " ", maxsplit=1)[0]  # first sentence only
+    span = span.replace("\\$", "$").replace("\\!", "")
+    if anchored:
+        head = _HEDGES.sub("", span.lstrip(" \t*_:$(\\[")).lstrip("$")
+        if not re.match(r"-?\s?\d", head):
+            return None
     if "=" in span:
         span = span.rsplit("=", 1)[1]
-    m = _NUM.search(span.replace("\\$", "$").replace("\\!", ""))
+    m = _NUM.search(span)
     return normalize_number(m.group(0)) if m else None
 
 
@@ -255,7 +272,7 @@ def _finished(t: str) -> bool:
 def _number_common(text: str) -> tuple[Extraction | None, str]:
     t = _clean(text)
     for b in reversed(_boxed_contents(t)):
-        v = _number_in_span(re.sub(r"\\text\{[^}]*\}|\\(?:,|!|;)", "", b).replace("{,}", ""))
+        v = _number_in_span(re.sub(r"\\text\{[^}]*\}|\\(?:,|!|;)", "", b).replace("{,}", ""), anchored=False)
         if v is not None:
             return Extraction(v, "boxed"), t
     for span in _phrase_spans(t):
@@ -308,7 +325,7 @@ def number_equal(pred: str, gold: str) -> bool:
         a, b = float(pred), float(gold)
     except ValueError:
         return False
-    if math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9):
+    if math.isclose(a, b, rel_tol=1e-14, abs_tol=1e-9):  # float noise only: 6277334001 != 6277334000
         return True
     dec = len(pred.split(".", 1)[1]) if "." in pred else 0
     return dec >= 2 and round(b, dec) == round(a, dec)
@@ -322,6 +339,8 @@ def _math_span(span: str) -> str | None:
     m = re.match(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", s)
     if m:
         return next(g for g in m.groups() if g is not None).strip()
+    if s.startswith(("$", "\\(", "\\[")) or s.count("{") != s.count("}"):
+        return None  # an opened formula that never closes: the response was cut off
     s = re.split(r"\.\s|\.$", s, maxsplit=1)[0].strip()
     if not s or len(s) > 80 or len(re.findall(r"[A-Za-z]{3,}", s)) > 3:
         return None  # prose, not an answer ("Answer: Based on the figure we ...")
@@ -362,12 +381,14 @@ def math_equal(pred: str, gold: str) -> bool:
         from math_verify import parse, verify
     except ImportError as e:  # pragma: no cover - declared dependency
         raise RuntimeError("math-verify is required to score MATH answers (pip install math-verify)") from e
-    g = parse(f"${gold}$")
-    p = parse(f"${pred}$")
+    # math-verify's timeouts use signal.alarm, which only works in the main thread; elsewhere run without
+    main = threading.current_thread() is threading.main_thread()
+    g = parse(f"${gold}$", **({} if main else {"parsing_timeout": None}))
+    p = parse(f"${pred}$", **({} if main else {"parsing_timeout": None}))
     if not g or not p:
         return False
     try:
-        return bool(verify(g, p))
+        return bool(verify(g, p, **({} if main else {"timeout_seconds": None})))
     except Exception:  # math-verify can raise on exotic inputs; treat as not equal
         return False
 
@@ -403,7 +424,7 @@ def _label_at_start(span: str, forms: list[tuple[str, str]], loose: bool) -> str
             rest = s[len(form):]
             if not rest.strip() or rest[0] in ".,;:!?)]}\"'*\n":
                 return lab
-            if loose and rest[0].isspace():
+            if loose and rest[0].isspace() and form != "no":  # "No one knows..." is not an answer
                 return lab
     return None
 

@@ -172,7 +172,7 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     opts = RunOptions(model_name=spec.name, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                       samples=cfg.samples, max_tokens_direct=cfg.max_tokens_direct,
                       max_tokens_cot=cfg.max_tokens_cot, fewshot_k=cfg.fewshot_k,
-                      allow_prefill=spec.prefill)
+                      allow_prefill=spec.prefill, extra_body=cfg.extra_body)
     units = build_units(data, cfg.settings, opts)
     from cotbench.progress import Progress
 

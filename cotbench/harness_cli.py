@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import csv
 import os
 import sys
@@ -55,6 +56,8 @@ def add_run_parser(sub) -> None:
     a("--data-parallel-size", type=int, help="vllm: model replicas, each on its own GPUs")
     a("--pipeline-parallel-size", type=int, help="vllm: pipeline stages (multi-node with ray)")
     a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
+    a("--extra-body", type=json.loads, help="openai backend: JSON of extra sampling fields, e.g. "
+                                             "'{\"repeat_penalty\": 1.0}' for llama_cpp.server (whose default is 1.1)")
     a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
     a("--price-out", type=float, help="USD per 1M output tokens")
     a("--no-progress", dest="progress", action="store_false", default=None)

@@ -8,6 +8,7 @@ therefore makes no model call for finished samples and cannot duplicate one.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class RunOptions:
     max_tokens_cot: int | None = None
     fewshot_k: int | None = None
     allow_prefill: bool = False
+    extra_body: dict | None = None
 
 
 @dataclass
@@ -99,7 +101,8 @@ def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts:
 
 def to_request(call: Call, unit: Unit, backend: Backend, opts: RunOptions) -> Request:
     params = GenParams(max_tokens=call.max_tokens, temperature=opts.temperature, top_p=opts.top_p,
-                       stop=tuple(call.stop), seed=opts.seed)
+                       stop=tuple(call.stop), seed=opts.seed,
+                       extra_body=json.dumps(opts.extra_body, sort_keys=True) if opts.extra_body else "")
     return Request(model=backend.model_id, model_revision=backend.revision, backend=backend.name,
                    messages=tuple(call.messages), params=params, sample_index=unit.sample_index,
                    prefill=call.prefill)

@@ -43,6 +43,7 @@ class GenParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
+    extra_body: str = ""  # JSON of server-specific sampling fields (e.g. llama.cpp's repeat_penalty)
 
 
 @dataclass(frozen=True)

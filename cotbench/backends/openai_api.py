@@ -9,6 +9,7 @@ before that is already committed by the runner, so the run resumes from there.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -64,6 +65,10 @@ class OpenAIBackend:
             msgs.append({"role": "assistant", "content": req.prefill})
         return msgs
 
+    def _extra(self, extra_json: str) -> dict:
+        body = {**self.extra_body, **(json.loads(extra_json) if extra_json else {})}
+        return {"extra_body": body} if body else {}
+
     async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
         import openai
 
@@ -77,7 +82,7 @@ class OpenAIBackend:
                         model=self.model_id, messages=self._messages(req), max_tokens=p.max_tokens,
                         temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
                         seed=p.seed + req.sample_index, timeout=self.timeout_s,
-                        **({"extra_body": self.extra_body} if self.extra_body else {}),
+                        **self._extra(p.extra_body),
                     )
                     self.stats.calls += 1
                     choice = out.choices[0]

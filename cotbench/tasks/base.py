@@ -19,6 +19,10 @@ class DataError(ValueError):
     """Bad or missing data; the message names the file, row and field."""
 
 
+class HubUnavailable(DataError):
+    """The Hugging Face hub could not be reached or lacks the dataset (offline machine, no access)."""
+
+
 @dataclass(frozen=True)
 class HubSource:
     path: str
@@ -27,7 +31,7 @@ class HubSource:
     revision: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: tasks are registry singletons, used as dict keys
 class Task:
     """One evaluation dataset (or one sub-task, e.g. a BBH task)."""
 
@@ -44,6 +48,7 @@ class Task:
     description: str = ""
     expected_count: int | None = None  # full split size as the study used it
     read_rows: Callable[[Path], list[dict[str, Any]]] | None = None  # custom local reader
+    row_filter: Callable[[dict[str, Any]], bool] | None = None  # keep only rows it accepts (e.g. answerable)
 
     def rows_from_local(self, data_dir: Path) -> tuple[list[dict[str, Any]], Path]:
         for rel in self.local_files:
@@ -60,9 +65,16 @@ class Task:
             raise DataError(f"{self.name}: no hub dataset; pass --data-dir with a local copy")
         import datasets  # heavy import kept at the edge
 
-        ds = datasets.load_dataset(
-            self.hub.path, self.hub.config, split=self.hub.split, revision=self.hub.revision
-        )
+        try:
+            ds = datasets.load_dataset(
+                self.hub.path, self.hub.config, split=self.hub.split, revision=self.hub.revision
+            )
+        except Exception as e:  # network, auth or missing-dataset errors all mean "not from the hub"
+            raise HubUnavailable(
+                f"{self.name}: cannot load {self.hub.path} ({self.hub.config or 'default'}, {self.hub.split}) "
+                f"from the Hugging Face hub: {e.__class__.__name__}: {str(e)[:200]}; pass --data-dir DIR "
+                f"(a local mirror in the hub schema) or set COTBENCH_DATA_DIR"
+            ) from None
         return [dict(r) for r in ds]
 
     def load(self, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
@@ -70,14 +82,17 @@ class Task:
             rows, src = self.rows_from_local(Path(data_dir))
         else:
             rows, src = self.rows_from_hub(), self.hub.path if self.hub else "?"
+        indexed = list(enumerate(rows))  # ids and error rows keep the source position when filtering
+        if self.row_filter is not None:
+            indexed = [(i, r) for i, r in indexed if self.row_filter(r)]
         out = []
-        for i, row in enumerate(rows):
+        for i, row in indexed:
             if limit is not None and len(out) >= limit:
                 break
             try:
                 out.append(self.to_example(row, i))
-            except DataError:
-                raise
+            except DataError as e:
+                raise DataError(f"{src}: row {i + 1}: {e}") from None
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 raise DataError(f"{src}: row {i + 1}: cannot read field: {e!r}") from e
         return out

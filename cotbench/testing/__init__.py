@@ -1,0 +1,1 @@
+"""Test and benchmark aids that are real programs (a fault-injecting proxy, server launchers)."""

@@ -1,0 +1,54 @@
+"""Start and stop a real ``llama_cpp.server`` on a free loopback port (tests and benchmarks)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def llama_server(model_path: str | Path, alias: str, n_ctx: int = 4096, port: int | None = None,
+                 log: Path | None = None, startup_timeout_s: float = 120.0) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT/v1``) of a llama_cpp.server serving ``model_path``."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "cotbench.backends.llamacpp_server", "--model", str(model_path),
+           "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+           "--seed", "0"]
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode} (log: {log})")
+            try:
+                with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start within {startup_timeout_s}s")
+            time.sleep(0.5)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            out.close()

@@ -1,0 +1,120 @@
+"""End to end on the real embedded model and real data: in-process llama.cpp, the OpenAI backend
+against a real llama_cpp.server, retries through a real fault-injecting proxy, and resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cotbench.backends.base import BackendError
+from cotbench.config import build_config
+from cotbench.harness import run
+from cotbench.models import DEFAULT_MODEL, embedded_gguf
+from cotbench.settings import CORE_SETTINGS
+from cotbench.testing.fault_proxy import FaultPlan, FaultProxy
+from cotbench.testing.servers import llama_server
+
+pytestmark = pytest.mark.slow
+# llama_cpp.server applies repeat_penalty=1.1 unless told otherwise; in-process calls use 1.0
+GREEDY_LLAMA_SERVER = {"repeat_penalty": 1.0}
+SMALL = {"max_tokens_cot": 48, "max_tokens_direct": 16, "progress": False}
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+
+def outputs(run_dir: Path) -> dict[tuple, str]:
+    return {(r["dataset"], r["setting"], r["example_id"]): r["response"] for r in read_rows(run_dir)}
+
+
+@pytest.fixture(scope="module")
+def inprocess_run(hf_data, tmp_path_factory) -> Path:
+    cfg = build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": list(CORE_SETTINGS), "limit": 2,
+                              "data_dir": str(hf_data), "out": str(tmp_path_factory.mktemp("inproc")), **SMALL})
+    return run(cfg)
+
+
+def test_all_four_settings_end_to_end(inprocess_run):
+    rows = read_rows(inprocess_run)
+    assert len(rows) == 2 * 4 * 2
+    assert {(r["dataset"], r["setting"]) for r in rows} == {(d, s) for d in ("gsm8k", "mmlu") for s in CORE_SETTINGS}
+    for r in rows:
+        assert r["model"] == DEFAULT_MODEL and r["response"] is not None
+        assert r["parse_status"] in ("ok", "unparseable")
+        assert r["correct"] == (r["extracted"] is not None and r["correct"])  # never correct when unparseable
+        assert r["tokens_out"] and r["tokens_in"] and r["finish_reason"] in ("stop", "length")
+        assert r["messages"][-1]["role"] == "user"
+    fewshot = [r for r in rows if r["setting"].startswith("fs_")]
+    assert all(len(r["messages"]) > 2 for r in fewshot)  # exemplar turns present
+    summary = (inprocess_run / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out")
+    assert len(summary) == 1 + 8
+    man = json.loads((inprocess_run / "manifest.json").read_text())
+    assert man["config_hash"] and man["packages"]["llama_cpp_python"]
+    assert len(man["backend"]["model_sha256_16"]) == 16
+    assert set(man["datasets"]) == {"gsm8k", "mmlu"} and len(man["datasets"]["gsm8k"]["sha256"]) == 64
+    assert man["run_stats"]["calls_made"] == 16 and man["run_stats"]["calls_cached"] == 0
+
+
+def test_rerun_is_served_from_the_store(inprocess_run, hf_data):
+    before = outputs(inprocess_run)
+    cfg = build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": list(CORE_SETTINGS), "limit": 2,
+                              "data_dir": str(hf_data), "out": str(inprocess_run), **SMALL})
+    run(cfg)
+    man = json.loads((inprocess_run / "manifest.json").read_text())
+    assert man["run_stats"]["calls_made"] == 0 and man["run_stats"]["calls_cached"] == 16
+    assert outputs(inprocess_run) == before
+
+
+def test_changed_parameter_makes_new_keys(inprocess_run, hf_data, tmp_path):
+    cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": 1, "data_dir": str(hf_data),
+                              "out": str(tmp_path), "cache": str(inprocess_run / "store.sqlite"),
+                              **{**SMALL, "max_tokens_direct": 17}})
+    run(cfg)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["run_stats"]["calls_cached"] == 0 and man["run_stats"]["calls_made"] == 1
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=4096, log=log) as url:
+        yield url
+
+
+def openai_cfg(hf_data, out, url, **kw):
+    return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 2,
+                               "data_dir": str(hf_data), "out": str(out), "backend": "openai", "base_url": url,
+                               "concurrency": 2, "extra_body": GREEDY_LLAMA_SERVER, **SMALL, **kw})
+
+
+def test_openai_backend_matches_inprocess(inprocess_run, server_url, hf_data, tmp_path):
+    out = run(openai_cfg(hf_data, tmp_path, server_url))
+    served = outputs(out)
+    local = {k: v for k, v in outputs(inprocess_run).items() if k[1] in ("zs_direct", "zs_cot")}
+    assert len(served) == len(local) == 8
+    assert served == local  # greedy decoding: same text through the server as in-process
+
+
+def test_retries_through_fault_proxy_give_identical_scores(inprocess_run, server_url, hf_data, tmp_path):
+    plan = FaultPlan(first_n=5, faults=("429", "500", "503", "drop", "stall"), stall_s=4.0, seed=1)
+    with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
+        out = run(openai_cfg(hf_data, tmp_path, proxy_url, timeout=2.0))
+    assert plan.counts.get("forwarded", 0) >= 8
+    assert all(plan.counts.get(f, 0) == 1 for f in ("429", "500", "503", "drop", "stall"))
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["backend_stats"]["retries"] >= 5
+    assert {"http_429", "http_500", "http_503", "timeout"} <= set(man["backend_stats"]["retry_reasons"])
+    local = {k: v for k, v in outputs(inprocess_run).items() if k[1] in ("zs_direct", "zs_cot")}
+    assert outputs(out) == local
+
+
+def test_server_that_stays_down_stops_with_clear_message(server_url, hf_data, tmp_path):
+    plan = FaultPlan(down=True)
+    with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
+        with pytest.raises(BackendError, match="gave up after 2 retries"):
+            run(openai_cfg(hf_data, tmp_path, proxy_url, max_retries=2))
+    assert plan.counts["503"] >= 3
+    assert not (tmp_path / "samples.jsonl").exists()  # nothing half-written; the store is resumable

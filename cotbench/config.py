@@ -29,6 +29,7 @@ class RunConfig:
     answer_type: str | None = None
     settings: list[str] = field(default_factory=lambda: list(CORE_SETTINGS))
     limit: int | None = None
+    skip_missing: bool = False  # skip datasets whose files are absent (on by default for --datasets all)
     data_dir: str | None = None
     out: str | None = None
     cache: str | None = None  # store path; default OUT/store.sqlite

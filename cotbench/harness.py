@@ -76,7 +76,14 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
     data, sources = {}, {}
     for t in tasks:
         if cfg.data_dir or getattr(t, "local_only", False):
-            data[t] = t.load(cfg.data_dir, cfg.limit)
+            try:
+                data[t] = t.load(cfg.data_dir, cfg.limit)
+            except DataError as e:
+                if not (cfg.skip_missing and "found under data dir" in str(e)):
+                    raise
+                print(f"warning: skipping {t.name}: {e}", file=sys.stderr)
+                sources[t.name] = {"skipped": str(e)}
+                continue
             src = next((Path(cfg.data_dir or ".") / rel for rel in t.local_files
                         if (Path(cfg.data_dir or ".") / rel).exists()), None)
             sources[t.name] = ({"local": str(src), "sha256": file_digest(src)} if src and src.is_file()
@@ -174,14 +181,20 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
                       max_tokens_cot=cfg.max_tokens_cot, fewshot_k=cfg.fewshot_k,
                       allow_prefill=spec.prefill, extra_body=cfg.extra_body)
     units = build_units(data, cfg.settings, opts)
+    judge_backend = None
+    if cfg.judge_model and any(u.example.answer_type == "judge" for u in units):
+        judge_spec = resolve_model(cfg.judge_model)
+        judge_backend = make_backend(judge_spec, cfg)
     from cotbench.progress import Progress
 
     with Progress(enabled=cfg.progress, console=console) as prog:
         try:
-            stats = execute(units, backend, store, opts, progress=prog.update)
+            stats = execute(units, backend, store, opts, progress=prog.update, judge=judge_backend)
         finally:
             if own_backend:
                 backend.close()
+            if judge_backend is not None:
+                judge_backend.close()
             store.close()
     rows = [score_unit(u, opts.model_name) for u in units]
     lines = summarize(rows, cfg.price_in if cfg.price_in is not None else spec.price_in,
@@ -191,6 +204,9 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     manifest = {
         "config": asdict(cfg), "config_hash": cfg.hash(), "model": asdict(spec) | {"model_id": spec.model_id},
         "backend": backend.describe(), "backend_stats": asdict(backend.stats), "run_stats": asdict(stats),
+        "judge": (judge_backend.describe() | {"model": cfg.judge_model}) if judge_backend else
+                 ({"model": spec.name, "note": "the evaluated model judged itself"}
+                  if any(u.example.answer_type == "judge" for u in units) else None),
         "datasets": sources, "packages": package_versions(), "git_revision": git_revision(),
         "command": sys.argv, "started_at": started, "finished_at": time.time(),
         "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

@@ -36,6 +36,8 @@ def add_run_parser(sub) -> None:
     a("--answer-type", choices=["choice", "number", "boolean", "text"], help="answer type of --dataset-file")
     a("--settings", nargs="+", help=f"settings: {', '.join(SETTINGS)}; default: {' '.join(CORE_SETTINGS)}")
     a("--limit", type=int, help="first N items of each dataset")
+    a("--skip-missing", action="store_true", default=None,
+      help="skip datasets whose local files are absent instead of stopping (implied by --datasets all)")
     a("--data-dir", help="local mirror in the hub schema (default: the Hugging Face hub; env COTBENCH_DATA_DIR)")
     a("--out", help="run directory (default: runs/<model>-<config hash>; the same command resumes there)")
     a("--cache", help="generation store to use (default: OUT/store.sqlite); share one across runs to reuse calls")
@@ -58,6 +60,7 @@ def add_run_parser(sub) -> None:
     a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
     a("--extra-body", type=json.loads, help="openai backend: JSON of extra sampling fields, e.g. "
                                              "'{\"repeat_penalty\": 1.0}' for llama_cpp.server (whose default is 1.1)")
+    a("--judge-model", help="model that grades open-ended answers (BiGGen Bench); default: the evaluated model")
     a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
     a("--price-out", type=float, help="USD per 1M output tokens")
     a("--no-progress", dest="progress", action="store_false", default=None)
@@ -74,6 +77,7 @@ def _expand_all(cfg: RunConfig) -> None:
         from cotbench.tasks import DATASETS
 
         cfg.datasets = list(DATASETS)
+        cfg.skip_missing = True
 
 
 def _fallback_data_dir() -> str | None:

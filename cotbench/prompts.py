@@ -93,8 +93,9 @@ def render(spec: dict[str, Any], example: Example, setting: Setting, k: int | No
     if mode not in ("direct", "cot"):
         raise ValueError(f"render() handles direct/cot; {setting.name} is rendered by cotbench.solvers")
     msgs: list[Message] = []
-    if spec.get("system"):
-        msgs.append({"role": "system", "content": spec["system"].strip()})
+    system = fill(spec.get("system") or "", _fields(example.question, example.choices, example.metadata)).strip()
+    if system:  # a per-item system prompt (e.g. BiGGen's "{system_prompt}") may be empty for some items
+        msgs.append({"role": "system", "content": system})
     if setting.fewshot:
         exemplars = spec.get("exemplars") or []
         if not exemplars:

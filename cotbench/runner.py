@@ -18,7 +18,7 @@ from cotbench.backends.base import Backend
 from cotbench.extract import extract_answer, score
 from cotbench.prompts import load_prompt_file, render
 from cotbench.settings import Setting, get_setting
-from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate
+from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate, judged
 from cotbench.store import Store
 from cotbench.tasks.base import Task
 from cotbench.types import Example, Extraction, GenParams, Request, Response, SampleResult
@@ -75,10 +75,17 @@ def make_solver(task: Task, setting: Setting, example: Example, opts: RunOptions
         r = render(spec, example, setting, k=opts.fewshot_k)
         call = Call(messages=r.messages, max_tokens=token_budget(task, setting.mode, opts), stop=r.stop,
                     prefill=r.prefill if opts.allow_prefill else None)
+        if example.answer_type == "judge":  # open-ended: a judge model grades the answer
+            from cotbench.extract import judge_response
+            from cotbench.tasks import biggen
+
+            return judged(call, example, biggen.judge_messages, biggen.parse_judge, biggen.PASS_SCORE,
+                          lambda text, ex: judge_response(text, ex).answer or "")
         return generate(call)
     from cotbench.solvers.plan import plan_solver  # plan/execute/tool conditions (Sec. 5)
 
-    return plan_solver(example, setting.name, None, task)
+    overrides = {"plan": opts.max_tokens_cot, "plan_cot": opts.max_tokens_cot, "plan_direct": opts.max_tokens_direct}
+    return plan_solver(example, setting.name, None, task, max_tokens=overrides)
 
 
 def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts: RunOptions) -> list[Unit]:
@@ -119,8 +126,12 @@ ProgressFn = Callable[[str, int, int, RunStats], None]  # (phase, done, total, s
 
 
 def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
-            progress: ProgressFn | None = None) -> RunStats:
-    """Drive every unit to completion; every finished call is in the store before it counts."""
+            progress: ProgressFn | None = None, judge: Backend | None = None) -> RunStats:
+    """Drive every unit to completion; every finished call is in the store before it counts.
+
+    Calls routed to "judge" go to ``judge`` (default: the evaluated model itself).
+    """
+    routes = {"model": backend, "judge": judge or backend}
     stats = RunStats(units=len(units))
     for u in units:
         _advance(u, None)
@@ -128,9 +139,11 @@ def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
     while active:
         stats.rounds += 1
         by_key: dict[str, Request] = {}
+        route_of: dict[str, str] = {}
         for u in active:
-            u.request = to_request(u.pending, u, backend, opts)
+            u.request = to_request(u.pending, u, routes[u.pending.route], opts)
             by_key.setdefault(u.request.key, u.request)
+            route_of[u.request.key] = u.pending.route
         have = store.get_many(list(by_key))
         misses = [r for k, r in by_key.items() if k not in have]
         stats.calls_total += len(by_key)
@@ -150,7 +163,10 @@ def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
 
         if progress:
             progress("generate", 0, len(misses), stats)
-        backend.generate(misses, on_result)
+        for route in ("model", "judge"):
+            batch = [r for r in misses if route_of[r.key] == route]
+            if batch:
+                routes[route].generate(batch, on_result)
         for u in active:
             resp = have[u.request.key]
             u.calls.append({"tag": u.pending.tag, "key": u.request.key, "tokens_in": resp.tokens_in,

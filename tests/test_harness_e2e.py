@@ -118,3 +118,30 @@ def test_server_that_stays_down_stops_with_clear_message(server_url, hf_data, tm
             run(openai_cfg(hf_data, tmp_path, proxy_url, max_retries=2))
     assert plan.counts["503"] >= 3
     assert not (tmp_path / "samples.jsonl").exists()  # nothing half-written; the store is resumable
+
+
+PLAN_TASKS = ["gsm8k", "gsm8k_hard", "folio", "contexthub/deductive_l1"]
+
+
+def test_plan_conditions_end_to_end(hf_data, tmp_path):
+    """The five Section-5 conditions on real items of each plan dataset, embedded model, sandboxed tool."""
+    settings = ["fs_direct", "fs_cot", "plan_direct", "plan_cot", "plan_tool"]
+    cfg = build_config(None, {"datasets": PLAN_TASKS, "settings": settings, "limit": 1, "data_dir": str(hf_data),
+                              "out": str(tmp_path), "progress": False, "max_tokens_cot": 96, "max_tokens_direct": 16})
+    out = run(cfg)
+    rows = read_rows(out)
+    assert {(r["dataset"], r["setting"]) for r in rows} == {(d, s) for d in PLAN_TASKS for s in settings}
+    for r in rows:
+        if r["setting"].startswith("plan_"):
+            assert r["extra"]["plan_format"] in ("python", "z3") and "plan_response" in r["extra"]
+        if r["setting"] == "plan_tool":
+            tool = r["extra"]["tool"]
+            assert tool["status"] in ("ok", "timeout", "memory", "exception", "no_answer", "bad_answer",
+                                      "output_limit", "inconsistent", "unknown", "crashed", "no_plan")
+            assert (r["parse_status"] == "ok") == (tool["mapped"] is not None)
+            assert r["extract_method"].startswith("tool")
+    man = json.loads((out / "manifest.json").read_text())
+    # the plan call is shared by plan_direct/plan_cot/plan_tool: one model call, then cached
+    n_plan_units = 3 * len(PLAN_TASKS)
+    assert man["run_stats"]["calls_made"] == 2 * len(PLAN_TASKS) + len(PLAN_TASKS) + 2 * len(PLAN_TASKS)
+    assert man["run_stats"]["units"] == 5 * len(PLAN_TASKS) and n_plan_units == 12

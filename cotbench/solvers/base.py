@@ -23,6 +23,7 @@ class Call:
     stop: tuple[str, ...] = ()
     prefill: str | None = None
     tag: str = "answer"  # what this call is for ("answer", "plan", "judge", ...)
+    route: str = "model"  # which backend serves it: "model" (the evaluated model) or "judge"
 
 
 @dataclass
@@ -45,3 +46,23 @@ def generate(call: Call) -> SolverGen:
     resp = yield call
     text = (call.prefill or "") + resp.text if call.prefill else resp.text
     return SolverOutput(text=text, messages=call.messages)
+
+
+def judged(call: Call, example: Example, judge_messages: Callable, parse_judge: Callable,
+           pass_score: int, response_text: Callable[[str, Example], str]) -> SolverGen:
+    """Generate an answer, then have a judge model grade it (open-ended tasks such as BiGGen Bench).
+
+    The verdict is a call like any other (stored, cached, resumable); the solver returns the 1-5 score
+    as the extraction, so scoring reads ``score >= pass_score``.
+    """
+    resp = yield call
+    graded = response_text(resp.text, example)
+    extra: dict[str, Any] = {}
+    if not graded:
+        return SolverOutput(text=resp.text, messages=call.messages,
+                            extraction=Extraction(None, "judge_no_response"), extra=extra)
+    verdict = yield Call(messages=tuple(judge_messages(example, graded)), max_tokens=512, tag="judge", route="judge")
+    score_ = parse_judge(verdict.text)
+    extra.update(judge_response=verdict.text, judge_score=score_, judged_text=graded)
+    ext = Extraction(str(score_), "judge_score") if score_ is not None else Extraction(None, "judge_unparseable")
+    return SolverOutput(text=resp.text, messages=call.messages, extraction=ext, extra=extra)

@@ -1,0 +1,238 @@
+"""Throughput against a real local OpenAI-compatible server: cotbench vs a raw client vs lm-evaluation-harness.
+
+One ``llama_cpp.server`` (the embedded SmolLM2-135M-Instruct, started on a free loopback port) serves
+three clients in turn, on the same GSM8K zero-shot CoT items with the same messages, token budget and
+greedy decoding, at the same concurrency:
+
+* ``raw``: a minimal ``httpx`` asyncio client posting the exact payloads cotbench sends — the ceiling;
+* ``cotbench``: ``cotbench.harness.run`` with the ``openai`` backend (fresh store each repetition, so
+  nothing is served from cache; includes loading data, rendering, storing, scoring, writing outputs);
+* ``lm_eval``: ``lm_eval.simple_evaluate`` with ``local-chat-completions`` and a small task YAML over
+  the same items (written to a temp dir; the local file, no hub download); includes building the task,
+  requests, filters and metrics. Its TaskManager index is built once, outside the timing.
+
+The order rotates every repetition (raw, cotbench, lm_eval; cotbench, lm_eval, raw; …) so drift on a
+shared machine does not favour one. Reported: per-client medians of samples/s and completion tokens/s
+(tokens counted by the server for the raw client; all three produce the same greedy text, checked),
+and the ratios cotbench/raw and cotbench/lm_eval.
+
+    python bench/bench_throughput.py                       # 16 items, max_tokens 64, concurrency 4, 3 reps
+    python bench/bench_throughput.py --n 32 --concurrency 2 --reps 5
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # lm-eval and datasets: local files only, no hub lookups
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from _common import DATA_DIR, machine, median, write_json  # noqa: E402
+
+from cotbench.config import build_config  # noqa: E402
+from cotbench.harness import run  # noqa: E402
+from cotbench.models import DEFAULT_MODEL, embedded_gguf  # noqa: E402
+from cotbench.prompts import load_prompt_file, render  # noqa: E402
+from cotbench.settings import get_setting  # noqa: E402
+from cotbench.tasks import get_task  # noqa: E402
+from cotbench.testing.servers import llama_server  # noqa: E402
+
+EXTRA = {"repeat_penalty": 1.0}  # llama_cpp.server defaults to 1.1; in-process and greedy references use 1.0
+SEED = 0
+
+LM_EVAL_TASK = """\
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{target}}}}"
+generation_kwargs:
+  until: []
+  max_gen_toks: {max_tokens}
+  do_sample: false
+  temperature: 0.0
+  top_p: 1.0
+  repeat_penalty: 1.0
+filter_list:
+  - name: answer
+    filter:
+      - function: regex
+        regex_pattern: "The answer is \\\\$?(-?[0-9.,]+)"
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+    ignore_case: true
+    ignore_punctuation: false
+    regexes_to_ignore: [",", "\\\\.$"]
+metadata:
+  version: 1.0
+"""
+
+
+def items(n: int, data_dir: Path) -> list[dict]:
+    task = get_task("gsm8k")
+    spec = load_prompt_file(task.prompt_file)
+    out = []
+    for ex in task.load(data_dir, n):
+        r = render(spec, ex, get_setting("zs_cot"))
+        assert len(r.messages) == 1 and r.messages[0]["role"] == "user", "bench assumes a single user turn"
+        out.append({"prompt": r.messages[0]["content"], "target": ex.gold, "stop": list(r.stop)})
+    return out
+
+
+async def raw_client(url: str, payloads: list[dict], concurrency: int) -> tuple[list[str], int]:
+    import httpx
+
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+        async def one(p: dict) -> dict:
+            async with sem:
+                r = await client.post("/chat/completions", json=p)
+                r.raise_for_status()
+                return r.json()
+
+        outs = await asyncio.gather(*(one(p) for p in payloads))
+    return [o["choices"][0]["message"]["content"] for o in outs], sum(o["usage"]["completion_tokens"] for o in outs)
+
+
+def run_raw(url: str, its: list[dict], max_tokens: int, concurrency: int) -> dict:
+    payloads = [{"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": it["prompt"]}],
+                 "max_tokens": max_tokens, "temperature": 0.0, "top_p": 1.0, "seed": SEED,
+                 **({"stop": it["stop"]} if it["stop"] else {}), **EXTRA} for it in its]
+    t0 = time.perf_counter()
+    texts, tokens = asyncio.run(raw_client(url, payloads, concurrency))
+    return {"wall_s": time.perf_counter() - t0, "texts": texts, "tokens_out": tokens}
+
+
+def run_cotbench(url: str, n: int, max_tokens: int, concurrency: int, data_dir: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-cotbench-") as tmp:
+        cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_cot"], "limit": n, "data_dir": str(data_dir),
+                                  "out": tmp, "backend": "openai", "base_url": url, "model": f"openai:{DEFAULT_MODEL}",
+                                  "concurrency": concurrency, "max_tokens_cot": max_tokens, "extra_body": EXTRA,
+                                  "seed": SEED, "progress": False})
+        t0 = time.perf_counter()
+        out = run(cfg)
+        wall = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+        stats = json.loads((out / "manifest.json").read_text())["run_stats"]
+    assert stats["calls_made"] == n, stats
+    return {"wall_s": wall, "texts": [r["response"] for r in rows], "tokens_out": stats["tokens_out"],
+            "accuracy": sum(r["correct"] for r in rows) / len(rows)}
+
+
+def run_lm_eval(url: str, task_name: str, tm, n: int, max_tokens: int, concurrency: int) -> dict:
+    import lm_eval
+
+    t0 = time.perf_counter()
+    res = lm_eval.simple_evaluate(
+        model="local-chat-completions",
+        model_args={"base_url": url + "/chat/completions", "model": DEFAULT_MODEL, "num_concurrent": concurrency,
+                    "max_retries": 3, "tokenizer_backend": None, "tokenized_requests": False,
+                    "max_gen_toks": max_tokens, "timeout": 600},
+        tasks=[task_name], task_manager=tm, apply_chat_template=True, log_samples=True, limit=n)
+    wall = time.perf_counter() - t0
+    samples = sorted(res["samples"][task_name], key=lambda s: s["doc_id"])
+    return {"wall_s": wall, "texts": [s["resps"][0][0] for s in samples],
+            "accuracy": res["results"][task_name].get("exact_match,answer")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=16, help="GSM8K items")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--data-dir", default=str(DATA_DIR))
+    ap.add_argument("--skip-lm-eval", action="store_true")
+    ap.add_argument("--out", help="results JSON (default results/bench/throughput.json)")
+    a = ap.parse_args()
+    data_dir = Path(a.data_dir)
+    its = items(a.n, data_dir)
+    clients = ["raw", "cotbench"]
+    tm, task_name, lm_eval_error = None, "cotbench_bench_gsm8k_cot", None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-lmeval-"))
+    if not a.skip_lm_eval:
+        try:
+            import lm_eval  # noqa: F401
+            from lm_eval.tasks import TaskManager
+
+            for name in ("lm_eval", "lm-eval", "httpx"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            data = tmp / "items.jsonl"
+            data.write_text("".join(json.dumps({"prompt": i["prompt"], "target": i["target"]}) + "\n" for i in its))
+            (tmp / f"{task_name}.yaml").write_text(LM_EVAL_TASK.format(name=task_name, data=data,
+                                                                       max_tokens=a.max_tokens))
+            tm = TaskManager(include_path=str(tmp))
+            clients.append("lm_eval")
+        except Exception as e:  # report honestly rather than crash the other two
+            lm_eval_error = f"{type(e).__name__}: {e}"
+    log = tmp / "server.log"
+    results: dict[str, list[dict]] = {c: [] for c in clients}
+    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=a.n_ctx, log=log) as url:
+        run_raw(url, its[:1], 8, 1)  # warm-up: load pages, fill caches
+        for rep in range(a.reps):
+            order = clients[rep % len(clients):] + clients[:rep % len(clients)]
+            for c in order:
+                try:
+                    if c == "raw":
+                        r = run_raw(url, its, a.max_tokens, a.concurrency)
+                    elif c == "cotbench":
+                        r = run_cotbench(url, a.n, a.max_tokens, a.concurrency, data_dir)
+                    else:
+                        r = run_lm_eval(url, task_name, tm, a.n, a.max_tokens, a.concurrency)
+                except Exception as e:
+                    if c != "lm_eval":
+                        raise
+                    lm_eval_error = f"{type(e).__name__}: {e}"
+                    clients.remove("lm_eval")
+                    results.pop("lm_eval", None)
+                    continue
+                results[c].append(r)
+                print(f"rep {rep + 1} {c:9s} {r['wall_s']:7.2f}s  {a.n / r['wall_s']:.3f} samples/s", flush=True)
+    ref = results["raw"][0]
+    tokens = ref["tokens_out"]
+    summary = {}
+    for c, rs in results.items():
+        walls = [r["wall_s"] for r in rs]
+        same = [sum(x == y for x, y in zip(r["texts"], ref["texts"])) for r in rs]
+        summary[c] = {"wall_s": [round(w, 3) for w in walls], "median_wall_s": round(median(walls), 3),
+                      "median_samples_per_s": round(a.n / median(walls), 4),
+                      "median_tokens_per_s": round(tokens / median(walls), 2),
+                      "texts_equal_to_raw": f"{min(same)}/{a.n}" if same else None,
+                      "accuracy": rs[0].get("accuracy")}
+    ratios = {"cotbench_vs_raw": round(summary["raw"]["median_wall_s"] / summary["cotbench"]["median_wall_s"], 4)}
+    if "lm_eval" in summary:
+        ratios["cotbench_vs_lm_eval"] = round(summary["lm_eval"]["median_wall_s"]
+                                              / summary["cotbench"]["median_wall_s"], 4)
+    payload = {"benchmark": "throughput vs a raw client and lm-evaluation-harness on one local llama_cpp.server",
+               "command": f"python bench/bench_throughput.py --n {a.n} --max-tokens {a.max_tokens} "
+                          f"--concurrency {a.concurrency} --reps {a.reps}",
+               "server": "llama_cpp.server (cotbench.backends.llamacpp_server), embedded SmolLM2-135M-Instruct Q4 GGUF, "
+                         f"n_ctx {a.n_ctx}, loopback", "model": DEFAULT_MODEL,
+               "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
+                            "max_tokens": a.max_tokens, "concurrency": a.concurrency, "reps": a.reps,
+                            "completion_tokens_per_pass": tokens, "temperature": 0, "extra_body": EXTRA},
+               "ratio_definition": "throughput ratio = other client's median wall time / cotbench's median wall time "
+                                   "(>1 means cotbench is faster; cotbench_vs_raw target >= 0.95)",
+               "ratios": ratios, "clients": summary, "lm_eval_error": lm_eval_error, "machine": machine()}
+    path = write_json("throughput", payload, a.out)
+    print(json.dumps({"ratios": ratios, **{c: summary[c]["median_samples_per_s"] for c in summary}}, indent=1))
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""``cotbench meta fit`` and ``cotbench meta plot``: pooled CoT effects from the literature database.
+
+The ``meta`` command group (cotbench/meta/cli.py) calls :func:`register` with its sub-parsers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_DB = Path(__file__).resolve().parents[2] / "meta_analysis" / "cot_effects.csv"
+METHOD_CHOICES = ("reml", "ml", "dl", "pm", "he", "sj", "fe")
+
+__all__ = ["register", "load_effects", "pooled_by_group", "pooled_overall"]
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_effects(path: str | Path | None = None):
+    """The effects table as a DataFrame, through ``cotbench.meta.load`` when that exists."""
+    import pandas as pd
+
+    path = Path(path) if path else None
+    try:
+        from cotbench.meta import load as meta_load  # written by the database area
+    except ImportError:
+        meta_load = None
+    if meta_load is not None:
+        try:
+            obj = meta_load(path) if path else meta_load()
+        except TypeError:
+            obj = None
+        if obj is not None:
+            return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
+    p = path or DEFAULT_DB
+    if not p.exists():
+        raise FileNotFoundError(f"effects database {p} not found (give --file)")
+    return pd.read_csv(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# analyses (pure functions of the effects table)
+# ----------------------------------------------------------------------------------------------
+def _fit_one(d, multilevel: bool, method: str, knha: bool, level: float = 95):
+    """Fit one pooled model to rows ``d`` (columns yi, vi, paper_id, effect_id); returns a dict row."""
+    from cotbench.meta.models import rma, rma_mv, robust
+
+    k, papers = len(d), int(d["paper_id"].nunique())
+    row: dict[str, Any] = {"k": k, "papers": papers}
+    if k == 1:
+        se = math.sqrt(float(d["vi"].iloc[0]))
+        z = 1.959963984540054
+        y = float(d["yi"].iloc[0])
+        row.update(estimate=y, se=se, ci_lb=y - z * se, ci_ub=y + z * se, pi_lb=float("nan"), pi_ub=float("nan"),
+                   model="single effect")
+        return row, None
+    if multilevel and papers >= 2:
+        fit = rma_mv(d["yi"].to_numpy(), d["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=d,
+                     method="ML" if method == "ML" else "REML", test="t" if knha else "z", level=level)
+        row.update(sigma2_paper=float(fit.sigma2[0]), sigma2_effect=float(fit.sigma2[1]),
+                   model=f"rma_mv {fit.method}")
+    else:
+        meth = method if not (multilevel and method not in ("REML", "ML")) else "REML"
+        fit = rma(d["yi"].to_numpy(), d["vi"].to_numpy(), method=meth, test="knha" if knha else "z", level=level)
+        row.update(tau2=fit.tau2, I2=fit.I2, model=f"rma {fit.method}" + (" (1 paper)" if multilevel else ""))
+    pr = fit.predict()
+    row.update(estimate=fit.estimate, se=float(fit.se[0]), ci_lb=pr["ci_lb"], ci_ub=pr["ci_ub"],
+               pi_lb=pr["pi_lb"], pi_ub=pr["pi_ub"], pval=float(fit.pval[0]), Q=fit.QE, Q_p=fit.QE_p)
+    if papers >= 2:
+        rob = robust(fit, d["paper_id"].to_numpy(), type="CR2")
+        row.update(cr2_se=float(rob.se[0]), cr2_df=float(rob.df[0]), cr2_ci_lb=float(rob.ci_lb[0]),
+                   cr2_ci_ub=float(rob.ci_ub[0]), cr2_pval=float(rob.pval[0]))
+    return row, fit
+
+
+def pooled_overall(df, multilevel: bool = True, method: str = "REML", knha: bool = False) -> dict:
+    row, _ = _fit_one(df, multilevel, method.upper(), knha)
+    row["group"] = "ALL"
+    return row
+
+
+def pooled_by_group(df, by: str = "category", multilevel: bool = True, method: str = "REML",
+                    knha: bool = False):
+    """Separate pooled fits per level of ``by`` (subgroup analysis) with CR2-by-paper inference.
+
+    Returns (table, moderator_test). The moderator test is the omnibus test of ``by`` in one
+    meta-regression over all rows (multilevel when ``multilevel``), i.e. whether the pooled effects
+    differ between groups.
+    """
+    import pandas as pd
+
+    from cotbench.meta.models import rma, rma_mv
+
+    if by not in df.columns:
+        raise ValueError(f"--by {by}: the effects table has no column {by!r}")
+    if df[by].isna().any():
+        raise ValueError(f"--by {by}: row {int(df[by].isna().to_numpy().nonzero()[0][0])} has no {by}")
+    method = method.upper()
+    rows = []
+    for lvl, d in df.groupby(by, sort=True, observed=True):
+        row, _ = _fit_one(d.reset_index(drop=True), multilevel, method, knha)
+        rows.append({"group": lvl, **row})
+    tab = pd.DataFrame(rows).sort_values("estimate", ascending=False, kind="stable").reset_index(drop=True)
+    test: dict[str, Any] = {}
+    if tab.shape[0] >= 2:
+        formula = f"C(Q('{by}'))"
+        if multilevel and df["paper_id"].nunique() >= 2:
+            mfit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
+                          mods=formula, method="ML" if method == "ML" else "REML", test="t" if knha else "z")
+        else:
+            mfit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, mods=formula, data=df,
+                       test="knha" if knha else "z")
+        test = {"QM": mfit.QM, "df": list(mfit.QM_df), "p": mfit.QM_p,
+                "test": "F" if knha else "chi2", "model": type(mfit).__name__}
+    return tab, test
+
+
+def _prepare(args) -> tuple[Any, dict]:
+    from cotbench.meta.effects import effects_table
+
+    df = load_effects(args.file)
+    for col in ("paper_id",):
+        if col not in df.columns:
+            raise ValueError(f"effects table lacks column {col!r}")
+    if "effect_id" not in df.columns:
+        df = df.assign(effect_id=np.arange(len(df)))
+    return effects_table(df, rho=args.rho, missing_n=args.missing_n)
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+# ----------------------------------------------------------------------------------------------
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _table_text(tab) -> str:
+    show = ["group", "k", "papers", "estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub"]
+    extra = [c for c in ("cr2_se", "cr2_df", "cr2_ci_lb", "cr2_ci_ub", "sigma2_paper", "sigma2_effect", "tau2")
+             if c in tab.columns and tab[c].notna().any()]
+    t = tab[show + extra].copy()
+    return t.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
+
+
+def _cmd_fit(args) -> int:
+    import pandas as pd
+
+    from cotbench.meta.models import rma, rma_mv, robust
+
+    df, info = _prepare(args)
+    method = args.method.upper()
+    if args.multilevel and method not in ("REML", "ML"):
+        raise ValueError(f"--multilevel fits by REML or ML, not {args.method}")
+    out = sys.stdout
+    note = (f"{info['rows']} effects; n_items imputed for {info['n_imputed']} (median of the same dataset), "
+            f"dropped {info['dropped']}; sampling variances with rho = {info['rho']:g} "
+            f"({'conservative independent-proportions bound' if info['rho'] == 0 else 'paired approximation'})")
+    if args.mods:
+        if args.by:
+            raise ValueError("give either --by (subgroup fits) or --mods (one meta-regression), not both")
+        if args.multilevel:
+            fit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
+                         mods=args.mods, method=method, test="t" if args.knha else "z")
+        else:
+            fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, mods=args.mods, data=df,
+                      test="knha" if args.knha else "z")
+        rob = robust(fit, df["paper_id"].to_numpy(), type="CR2") if df["paper_id"].nunique() > fit.p else None
+        if args.format == "json":
+            d = fit.to_dict()
+            if rob is not None:
+                d["cr2"] = rob.to_frame().reset_index().to_dict(orient="records")
+            d["data"] = info
+            json.dump(_clean(d), out, indent=2, default=_json_default)
+            out.write("\n")
+        elif args.format == "csv":
+            f = fit.to_frame()
+            if rob is not None:
+                f = f.join(rob.to_frame().add_prefix("cr2_"))
+            f.to_csv(out)
+        else:
+            out.write(fit.summary())
+            if rob is not None:
+                out.write("\n" + rob.summary())
+            else:
+                out.write(f"\nNo cluster-robust (CR2) inference: {df['paper_id'].nunique()} papers for "
+                          f"{fit.p} coefficients.\n")
+            out.write(f"\n{note}\n")
+        return 0
+    if args.by:
+        tab, test = pooled_by_group(df, by=args.by, multilevel=args.multilevel, method=method, knha=args.knha)
+        overall = pooled_overall(df, multilevel=args.multilevel, method=method, knha=args.knha)
+        full = pd.concat([tab, pd.DataFrame([overall])], ignore_index=True)
+        study = None
+        if args.by == "category":
+            from cotbench.meta.summaries import category_summary, top_k_vs_rest
+
+            study = {"categories": category_summary(df).to_dict(orient="records")}
+            if df["category"].nunique() > 3:
+                study["top3_vs_rest"] = top_k_vs_rest(df, k=3)
+        if args.format == "json":
+            json.dump(_clean({"by": args.by, "multilevel": args.multilevel, "method": method,
+                              "rows": tab.to_dict(orient="records"), "overall": overall,
+                              "moderator_test": test, "study_summary": study, "data": info}),
+                      out, indent=2, default=_json_default)
+            out.write("\n")
+        elif args.format == "csv":
+            full.to_csv(out, index=False)
+        else:
+            kind = "multilevel (~ 1 | paper/effect)" if args.multilevel else "random-effects"
+            out.write(f"Pooled CoT − direct (accuracy points) by {args.by}: {kind}, {method}"
+                      f"{', Knapp-Hartung' if args.knha else ''}\n")
+            out.write("CI: model-based 95%; PI: 95% prediction interval; cr2_*: cluster-robust (CR2) by paper,"
+                      " Satterthwaite df\n\n")
+            out.write(_table_text(full) + "\n")
+            if test:
+                stat = "F" if test["test"] == "F" else "QM"
+                model = "multilevel meta-regression" if test["model"] == "MvResult" else "meta-regression"
+                pv = "p < .0001" if test["p"] < 1e-4 else f"p = {test['p']:.4f}"
+                out.write(f"\nTest of {args.by} differences ({model}, model-based): {stat}(df = "
+                          f"{', '.join(map(str, test['df']))}) = {test['QM']:.2f}, {pv}\n")
+            if study:
+                cs = pd.DataFrame(study["categories"])[
+                    ["category", "n_effects", "n_papers", "mean_delta", "median_delta", "paper_mean_delta"]]
+                out.write("\nThe study's unweighted summaries (mean over comparisons; paper_mean: mean of per-paper"
+                          " means):\n")
+                out.write(cs.to_string(index=False, float_format=lambda x: f"{x:.2f}") + "\n")
+                if "top3_vs_rest" in study:
+                    t3 = study["top3_vs_rest"]
+                    out.write(f"Top 3 ({', '.join(t3['top_categories'])}): paper-mean delta "
+                              f"{t3['top']['paper_mean_delta']:.2f} vs {t3['rest']['paper_mean_delta']:.2f} for the rest "
+                              f"(comparison means {t3['top']['mean_delta']:.2f} vs {t3['rest']['mean_delta']:.2f})\n")
+            out.write(f"\n{note}\n")
+        return 0
+    # one overall model
+    if args.multilevel:
+        fit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
+                     method=method, test="t" if args.knha else "z")
+    else:
+        fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, test="knha" if args.knha else "z")
+    rob = robust(fit, df["paper_id"].to_numpy(), type="CR2") if df["paper_id"].nunique() >= 2 else None
+    extra: dict[str, Any] = {}
+    if args.bias:
+        from cotbench.meta.bias import egger_test, leave_one_out, trimfill
+
+        uni = "REML" if method in ("REML", "ML") or args.multilevel else method
+        extra["egger"] = egger_test(df["yi"], df["vi"], model="rma", method=uni)
+        extra["trimfill"] = trimfill(df["yi"], df["vi"], method=uni)
+
+        def refit(sub):
+            if args.multilevel:
+                return rma_mv(sub["yi"].to_numpy(), sub["vi"].to_numpy(), random="~ 1 | paper_id/effect_id",
+                              data=sub, method=method)
+            return rma(sub["yi"].to_numpy(), sub["vi"].to_numpy(), method=method)
+
+        extra["loo"] = leave_one_out(df, "paper_id", refit)
+    if args.format == "json":
+        d = fit.to_dict()
+        if rob is not None:
+            d["cr2"] = rob.to_frame().reset_index().to_dict(orient="records")
+        if args.bias:
+            tf = extra["trimfill"]
+            d["egger"] = extra["egger"].to_dict()
+            d["trimfill"] = {"k0": tf.k0, "side": tf.side, "se_k0": tf.se_k0, "estimate": tf.fit.estimate,
+                             "ci_lb": float(tf.fit.ci_lb[0]), "ci_ub": float(tf.fit.ci_ub[0])}
+            d["leave_one_out"] = extra["loo"].to_dict(orient="records")
+        d["data"] = info
+        json.dump(_clean(d), out, indent=2, default=_json_default)
+        out.write("\n")
+    elif args.format == "csv":
+        f = fit.to_frame()
+        if rob is not None:
+            f = f.join(rob.to_frame().add_prefix("cr2_"))
+        f.to_csv(out)
+    else:
+        out.write(fit.summary())
+        if rob is not None:
+            out.write("\n" + rob.summary())
+        if args.bias:
+            out.write("\n" + extra["egger"].summary())
+            tf = extra["trimfill"]
+            out.write(f"\nTrim-and-fill (L0, univariate {tf.fit.method}): {tf.k0} missing on the {tf.side} side "
+                      f"(SE = {tf.se_k0:.2f}); adjusted estimate {tf.fit.estimate:.2f} "
+                      f"[{float(tf.fit.ci_lb[0]):.2f}, {float(tf.fit.ci_ub[0]):.2f}]\n")
+            loo = extra["loo"]
+            lo, hi = loo.loc[loo["estimate"].idxmin()], loo.loc[loo["estimate"].idxmax()]
+            out.write(f"Leave-one-paper-out: estimate ranges {lo['estimate']:.2f} (without {lo['paper_id']}) "
+                      f"to {hi['estimate']:.2f} (without {hi['paper_id']})\n")
+        out.write(f"\n{note}\n")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from cotbench.meta import plots
+
+    df, info = _prepare(args)
+    if args.figure == "fig2":
+        plots.fig2(df, out=args.out)
+    elif args.figure == "forest":
+        tab, _ = pooled_by_group(df, by=args.by, multilevel=not args.univariate, method=args.method.upper())
+        overall = pooled_overall(df, multilevel=not args.univariate, method=args.method.upper())
+        kind = "univariate random-effects" if args.univariate else "multilevel (~ 1 | paper/effect), REML"
+        plots.forest(tab, overall=overall, out=args.out,
+                     title=f"Pooled CoT effect by {args.by} ({kind})")
+    else:
+        from cotbench.meta.bias import trimfill
+        from cotbench.meta.models import rma
+
+        fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=args.method.upper())
+        tf = trimfill(df["yi"], df["vi"], method=args.method.upper()) if args.trimfill else None
+        plots.funnel(df["yi"], df["vi"], fit.estimate, out=args.out,
+                     filled_yi=tf.yi_filled if tf else (), filled_vi=tf.vi_filled if tf else (),
+                     xlabel="CoT − direct (accuracy points)",
+                     title=f"Funnel plot of CoT deltas (univariate {fit.method}"
+                           + (f"; trim-and-fill L0: {tf.k0} imputed on the {tf.side})" if tf else ")"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# argparse
+# ----------------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", default=None, help=f"effects CSV (default: {DEFAULT_DB.name} via cotbench.meta.load)")
+    p.add_argument("--rho", type=float, default=0.0,
+                   help="item-level correlation of CoT and direct correctness for the paired variance "
+                        "(default 0: conservative independent-proportions bound)")
+    p.add_argument("--missing-n", choices=("impute", "drop"), default="impute",
+                   help="rows without n_items: impute the dataset's median n (default) or drop them")
+
+
+def register(meta_subparsers) -> None:
+    """Add ``fit`` and ``plot`` to the ``meta`` command group."""
+    f = meta_subparsers.add_parser("fit", help="pool CoT effects (random-effects / multilevel meta-analysis)")
+    f.add_argument("--by", default=None, help="subgroup column, e.g. category")
+    f.add_argument("--method", choices=METHOD_CHOICES, default="reml", type=str.lower)
+    f.add_argument("--multilevel", action="store_true", help="effects nested in papers (~ 1 | paper/effect)")
+    f.add_argument("--knha", action="store_true", help="Knapp-Hartung (univariate) / t-tests (multilevel)")
+    f.add_argument("--mods", default=None, help="meta-regression formula, e.g. 'category + shots + year'")
+    f.add_argument("--bias", action="store_true", help="also Egger's test, trim-and-fill, leave-one-paper-out")
+    f.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _common(f)
+    f.set_defaults(func=_cmd_fit)
+
+    pl = meta_subparsers.add_parser("plot", help="draw the study's Figure 2, a forest plot or a funnel plot")
+    pl.add_argument("figure", choices=("fig2", "forest", "funnel"))
+    pl.add_argument("--out", required=True, help="output file (.png, .pdf or .svg)")
+    pl.add_argument("--by", default="category", help="grouping for the forest plot (default: category)")
+    pl.add_argument("--method", choices=METHOD_CHOICES, default="reml", type=str.lower)
+    pl.add_argument("--univariate", action="store_true", help="forest: ignore nesting in papers")
+    pl.add_argument("--trimfill", action="store_true", help="funnel: add trim-and-fill imputed effects")
+    _common(pl)
+    pl.set_defaults(func=_cmd_plot)

@@ -1,0 +1,1186 @@
+"""Random- and mixed-effects meta-analytic models in the style of R's metafor.
+
+``rma`` fits the univariate model ``y_i = x_i'b + u_i + e_i`` with ``u_i ~ N(0, tau^2)`` and known
+sampling variances ``v_i`` (metafor's ``rma.uni``). ``rma_mv`` fits the multilevel model with nested
+random intercepts, e.g. comparisons nested in papers (metafor's ``rma.mv(yi, vi, random = ~ 1 |
+paper/effect)``), and ``robust`` gives cluster-robust CR1 or CR2 inference with Satterthwaite degrees
+of freedom as in clubSandwich.
+
+The formulas follow the metafor documentation and the papers it cites (DerSimonian & Laird 1986;
+Paule & Mandel 1982; Sidik & Jonkman 2005; Viechtbauer 2005, 2007; Knapp & Hartung 2003;
+Pustejovsky & Tipton 2018). Agreement with metafor's published output is checked in
+``tests/test_meta_stats.py``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy import linalg, optimize, stats
+
+__all__ = ["rma", "rma_mv", "robust", "subgroups", "RmaResult", "MvResult", "RobustResult", "METHODS"]
+
+METHODS = ("FE", "EE", "DL", "HE", "SJ", "PM", "ML", "REML")
+_LOG2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------------------------
+# design matrices
+# ----------------------------------------------------------------------------------------------
+def design_matrix(mods: Any, data: Any, k: int, intercept: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Moderator matrix from None, an array, a DataFrame or a patsy formula (e.g. ``"category + shots"``)."""
+    if mods is None:
+        return np.ones((k, 1)), ["intrcpt"]
+    if isinstance(mods, str):
+        if data is None:
+            raise ValueError(f"mods formula {mods!r} needs data=")
+        import patsy  # installed with statsmodels
+
+        formula = mods.split("~", 1)[1] if "~" in mods else mods
+        if hasattr(data, "columns"):
+            data = _plain_columns(data)
+        try:
+            dm = patsy.dmatrix(formula, data, return_type="dataframe", NA_action="raise")
+        except patsy.PatsyError as e:
+            raise ValueError(f"mods formula {mods!r}: {e}") from None
+        names = ["intrcpt" if c == "Intercept" else c for c in dm.columns]
+        X = dm.to_numpy(dtype=float)
+    else:
+        names = list(getattr(mods, "columns", []))
+        X = np.asarray(mods, dtype=float)
+        if X.ndim == 1:
+            X = X[:, None]
+            names = names or [str(getattr(mods, "name", None) or "mod")]
+        if not names:
+            names = [f"mod{j + 1}" for j in range(X.shape[1])]
+        names = [str(n) for n in names]
+        if intercept:
+            X = np.column_stack([np.ones(X.shape[0]), X])
+            names = ["intrcpt", *names]
+    if X.shape[0] != k:
+        raise ValueError(f"moderator matrix has {X.shape[0]} rows for {k} effects")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("moderators contain missing or non-finite values")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError(f"moderator matrix is rank deficient (columns: {', '.join(names)})")
+    return X, names
+
+
+def _plain_columns(df):
+    """Drop unused levels of categorical columns and make pandas strings plain objects for patsy."""
+    import pandas as pd
+
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.cat.remove_unused_categories()
+        elif pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
+            col = col.astype(object)
+        elif pd.api.types.is_integer_dtype(col.dtype) and col.dtype.name[0] == "I":  # nullable Int64
+            col = col.astype(float)
+        out[c] = col
+    return pd.DataFrame(out, index=df.index)
+
+
+def _single_thread():
+    """Limit BLAS to one thread: the many small block matrices only lose time to threading."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional speed-up
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _check_yv(yi, vi) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(yi, dtype=float).ravel()
+    v = np.asarray(vi, dtype=float).ravel()
+    if y.shape != v.shape:
+        raise ValueError(f"yi has {y.size} values but vi has {v.size}")
+    bad = np.flatnonzero(~np.isfinite(y) | ~np.isfinite(v))
+    if bad.size:
+        raise ValueError(f"effect {int(bad[0])}: yi/vi is missing or not finite (drop or impute it first)")
+    bad = np.flatnonzero(v < 0)
+    if bad.size:
+        raise ValueError(f"effect {int(bad[0])}: negative sampling variance {v[bad[0]]}")
+    return y, v
+
+
+# ----------------------------------------------------------------------------------------------
+# weighted least squares pieces shared by the estimators
+# ----------------------------------------------------------------------------------------------
+def _wls(y: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """b, (X'WX)^-1 and residuals for diagonal weights w."""
+    XtW = X.T * w
+    vb = linalg.inv(XtW @ X)
+    b = vb @ (XtW @ y)
+    return b, vb, y - X @ b
+
+
+def _qgen(y, X, v, tau2) -> float:
+    """Generalised Q statistic y'P(tau2)y (the weighted residual sum of squares)."""
+    w = 1.0 / (v + tau2)
+    _, _, r = _wls(y, X, w)
+    return float(np.sum(w * r * r))
+
+
+def _trace_p(X, w) -> float:
+    """tr(P) with P = W - WX(X'WX)^-1X'W."""
+    XtW = X.T * w
+    return float(np.sum(w) - np.trace(linalg.solve(XtW @ X, XtW * w @ X)))
+
+
+def _loglik_uni(y, X, v, tau2, reml: bool) -> float:
+    k, p = X.shape
+    w = 1.0 / (v + tau2)
+    _, _, r = _wls(y, X, w)
+    if not reml:
+        return float(-0.5 * k * _LOG2PI - 0.5 * np.sum(np.log(v + tau2)) - 0.5 * np.sum(w * r * r))
+    XtWX = (X.T * w) @ X
+    return float(
+        -0.5 * (k - p) * _LOG2PI
+        + 0.5 * np.linalg.slogdet(X.T @ X)[1]
+        - 0.5 * np.sum(np.log(v + tau2))
+        - 0.5 * np.linalg.slogdet(XtWX)[1]
+        - 0.5 * np.sum(w * r * r)
+    )
+
+
+def _reml_traces(X, w) -> tuple[float, float]:
+    """tr(P) and tr(PP) for P = W - WX(X'WX)^-1X'W without forming the k x k matrix P."""
+    XtW = X.T * w
+    Ainv = linalg.inv(XtW @ X)
+    B2 = Ainv @ (XtW * w) @ X  # A^-1 X'W^2X
+    trP = float(np.sum(w) - np.trace(B2))
+    trPP = float(np.sum(w * w) - 2 * np.trace(Ainv @ (XtW * w * w) @ X) + np.sum(B2 * B2.T))
+    return trP, trPP
+
+
+def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter: int = 500) -> tuple[float, int]:
+    """ML/REML tau^2 by Fisher scoring with step halving and truncation at zero (as metafor does)."""
+    tau2 = max(0.0, start)
+    ll = _loglik_uni(y, X, v, tau2, reml)
+    for it in range(1, maxiter + 1):
+        w = 1.0 / (v + tau2)
+        _, _, r = _wls(y, X, w)
+        if reml:
+            trP, trPP = _reml_traces(X, w)
+            step = (np.sum((w * r) ** 2) - trP) / trPP
+        else:
+            step = (np.sum(w * w * r * r) - np.sum(w)) / np.sum(w * w)
+        t = 1.0
+        while True:
+            new = max(0.0, tau2 + t * step)
+            ll_new = _loglik_uni(y, X, v, new, reml)
+            if ll_new >= ll - 1e-12 or t < 1e-10:
+                break
+            t /= 2
+        done = abs(new - tau2) <= tol * (1 + tau2)
+        tau2, ll = new, ll_new
+        if done:
+            return tau2, it
+    raise RuntimeError(f"{'REML' if reml else 'ML'} estimation of tau^2 did not converge in {maxiter} iterations")
+
+
+def _tau2_pm(y, X, v) -> float:
+    k, p = X.shape
+    target = k - p
+    if _qgen(y, X, v, 0.0) <= target:
+        return 0.0
+    hi = max(1.0, float(np.var(y)) * 10)
+    while _qgen(y, X, v, hi) > target:
+        hi *= 10
+    return float(optimize.brentq(lambda t: _qgen(y, X, v, t) - target, 0.0, hi, xtol=1e-14, rtol=1e-14))
+
+
+def _tau2_estimate(y, X, v, method: str) -> tuple[float, float | None, int]:
+    """Return (tau2, se_tau2 or None, iterations)."""
+    k, p = X.shape
+    if method in ("FE", "EE"):
+        return 0.0, None, 0
+    if k - p < 1:
+        raise ValueError(f"method {method}: need more effects than coefficients (k={k}, p={p})")
+    w0 = 1.0 / v
+    if method == "DL":
+        q = _qgen(y, X, v, 0.0)
+        return max(0.0, (q - (k - p)) / _trace_p(X, w0)), None, 0
+    # Hedges' (HE) estimator from the OLS fit, also the start value for the iterative estimators
+    H = X @ linalg.solve(X.T @ X, X.T)
+    r_ols = y - H @ y
+    rss = float(r_ols @ r_ols)
+    he = (rss - float(np.sum(v * (1 - np.diag(H))))) / (k - p)
+    if method == "HE":
+        return max(0.0, he), None, 0
+    if method == "SJ":
+        tau0 = rss / k
+        if tau0 <= 0:
+            return 0.0, None, 0
+        return tau0 * _qgen(y, X, v, tau0) / (k - p), None, 0
+    if method == "PM":
+        return _tau2_pm(y, X, v), None, 0
+    if method in ("ML", "REML"):
+        tau2, it = _tau2_fisher(y, X, v, reml=method == "REML", start=max(0.0, he))
+        w = 1.0 / (v + tau2)
+        if method == "REML":
+            se = math.sqrt(2.0 / _reml_traces(X, w)[1])
+        else:
+            se = math.sqrt(2.0 / np.sum(w * w))
+        return tau2, se, it
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _fmt_p(p: float) -> str:
+    return "<.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _stars(p: float) -> str:
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "." if p < 0.1 else ""
+
+
+def _coef_table(names, b, se, stat, pval, lb, ub, statname) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "estimate": [f"{x:.4f}" for x in b],
+            "se": [f"{x:.4f}" for x in se],
+            statname: [f"{x:.4f}" for x in stat],
+            "pval": [_fmt_p(x) for x in pval],
+            "ci.lb": [f"{x:.4f}" for x in lb],
+            "ci.ub": [f"{x:.4f}" for x in ub],
+            "": [_stars(x) for x in pval],
+        },
+        index=names,
+    )
+    if len(names) == 1 and names[0] == "intrcpt":
+        return df.to_string(index=False)
+    return df.to_string()
+
+
+# ----------------------------------------------------------------------------------------------
+# univariate model
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RmaResult:
+    """A fitted (mixed-effects) meta-analytic model; fields mirror metafor's rma.uni object."""
+
+    method: str
+    test: str
+    level: float
+    yi: np.ndarray
+    vi: np.ndarray
+    X: np.ndarray
+    coef_names: list[str]
+    beta: np.ndarray
+    vb: np.ndarray
+    tau2: float
+    se_tau2: float | None
+    QE: float
+    QE_df: int
+    QE_p: float
+    I2: float
+    H2: float
+    vt: float  # 'typical' sampling variance used for I^2 and H^2
+    QM: float | None
+    QM_df: tuple[int, ...] | None
+    QM_p: float | None
+    btt: list[int] | None
+    R2: float | None
+    iterations: int = 0
+    ci_tau2: tuple[float, float] | None = field(default=None, repr=False)
+
+    @property
+    def k(self) -> int:
+        return int(self.yi.size)
+
+    @property
+    def p(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vb))
+
+    @property
+    def df(self) -> int | None:
+        return self.k - self.p if self.test == "knha" else None
+
+    def _crit(self) -> float:
+        a = 1 - self.level / 100
+        return float(stats.t.ppf(1 - a / 2, self.df) if self.df else stats.norm.ppf(1 - a / 2))
+
+    @property
+    def stat(self) -> np.ndarray:
+        return self.beta / self.se
+
+    @property
+    def pval(self) -> np.ndarray:
+        s = np.abs(self.stat)
+        return 2 * (stats.t.sf(s, self.df) if self.df else stats.norm.sf(s))
+
+    @property
+    def ci_lb(self) -> np.ndarray:
+        return self.beta - self._crit() * self.se
+
+    @property
+    def ci_ub(self) -> np.ndarray:
+        return self.beta + self._crit() * self.se
+
+    @property
+    def estimate(self) -> float:
+        """The pooled estimate (first coefficient); for models with moderators, the intercept."""
+        return float(self.beta[0])
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Model weights in percent, as metafor's weights()."""
+        w = 1.0 / (self.vi + self.tau2)
+        return 100 * w / w.sum()
+
+    def predict(self, newmods: Sequence[float] | None = None) -> dict[str, float]:
+        """Predicted average effect with CI and prediction interval (metafor's predict.rma)."""
+        if newmods is None:
+            if self.p != 1:
+                raise ValueError("model has moderators: give newmods (without the intercept)")
+            x = np.ones(1)
+        else:
+            x = np.asarray(newmods, dtype=float).ravel()
+            if x.size == self.p - 1 and self.coef_names[0] == "intrcpt":
+                x = np.concatenate([[1.0], x])
+            if x.size != self.p:
+                raise ValueError(f"newmods needs {self.p - 1} values, got {x.size}")
+        pred = float(x @ self.beta)
+        se = float(math.sqrt(x @ self.vb @ x))
+        c = self._crit()
+        spi = math.sqrt(se**2 + self.tau2)
+        return {
+            "pred": pred,
+            "se": se,
+            "ci_lb": pred - c * se,
+            "ci_ub": pred + c * se,
+            "pi_lb": pred - c * spi,
+            "pi_ub": pred + c * spi,
+        }
+
+    def confint(self) -> dict[str, tuple[float, float, float]]:
+        """Q-profile confidence intervals for tau^2, tau, I^2 and H^2 (Viechtbauer 2007)."""
+        if self.ci_tau2 is None:
+            self.ci_tau2 = _qprofile(self.yi, self.X, self.vi, 1 - self.level / 100)
+        lo, hi = self.ci_tau2
+        vt = self.vt
+
+        def i2(t):
+            return 100 * t / (vt + t)
+
+        def h2(t):
+            return (vt + t) / vt
+
+        return {
+            "tau^2": (self.tau2, lo, hi),
+            "tau": (math.sqrt(self.tau2), math.sqrt(lo), math.sqrt(hi)),
+            "I^2(%)": (self.I2, i2(lo), i2(hi)),
+            "H^2": (self.H2, h2(lo), h2(hi)),
+        }
+
+    def to_frame(self):
+        """Coefficient table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "estimate": self.beta,
+                "se": self.se,
+                ("tval" if self.df else "zval"): self.stat,
+                "pval": self.pval,
+                "ci_lb": self.ci_lb,
+                "ci_ub": self.ci_ub,
+            },
+            index=pd.Index(self.coef_names, name="term"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": "rma",
+            "method": self.method,
+            "test": self.test,
+            "k": self.k,
+            "coefficients": self.to_frame().reset_index().to_dict(orient="records"),
+            "tau2": self.tau2,
+            "se_tau2": self.se_tau2,
+            "I2": self.I2,
+            "H2": self.H2,
+            "QE": self.QE,
+            "QE_df": self.QE_df,
+            "QE_p": self.QE_p,
+        }
+        if self.QM is not None:
+            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p, R2=self.R2)
+        if self.p == 1:
+            out["prediction"] = self.predict()
+        return out
+
+    def summary(self) -> str:
+        """Text in the layout of metafor's print.rma.uni."""
+        fe = self.method in ("FE", "EE")
+        mods = self.QM is not None
+        lines = []
+        if fe:
+            kind = "Fixed-Effects with Moderators Model" if mods else "Equal-Effects Model"
+            lines.append(f"{kind} (k = {self.k})")
+        else:
+            kind = "Mixed-Effects Model" if mods else "Random-Effects Model"
+            lines.append(f"{kind} (k = {self.k}; tau^2 estimator: {self.method})")
+        lines.append("")
+        what = "residual" if mods else "total"
+        if not fe:
+            se = f" (SE = {self.se_tau2:.4f})" if self.se_tau2 is not None else ""
+            lines.append(f"tau^2 (estimated amount of {what} heterogeneity): {self.tau2:.4f}{se}")
+            lines.append(f"tau (square root of estimated tau^2 value):      {math.sqrt(self.tau2):.4f}")
+        if mods:
+            lines.append(f"I^2 (residual heterogeneity / unaccounted variability): {self.I2:.2f}%")
+            lines.append(f"H^2 (unaccounted variability / sampling variability):   {self.H2:.2f}")
+            if self.R2 is not None:
+                lines.append(f"R^2 (amount of heterogeneity accounted for):            {self.R2:.2f}%")
+        else:
+            lines.append(f"I^2 ({what} heterogeneity / total variability):   {self.I2:.2f}%")
+            lines.append(f"H^2 (total variability / sampling variability):  {self.H2:.2f}")
+        lines.append("")
+        lines.append("Test for Residual Heterogeneity:" if mods else "Test for Heterogeneity:")
+        q = "QE" if mods else "Q"
+        lines.append(f"{q}(df = {self.QE_df}) = {self.QE:.4f}, p-val {'< .0001' if self.QE_p < 1e-4 else '= ' + format(self.QE_p, '.4f')}")
+        if mods and self.btt:
+            lines.append("")
+            coefs = ",".join(str(i + 1) for i in self.btt)
+            lines.append(f"Test of Moderators (coefficients {coefs}):")
+            pv = "< .0001" if self.QM_p < 1e-4 else "= " + format(self.QM_p, ".4f")
+            if self.test == "knha":
+                d1, d2 = self.QM_df
+                lines.append(f"F(df1 = {d1}, df2 = {d2}) = {self.QM:.4f}, p-val {pv}")
+            else:
+                lines.append(f"QM(df = {self.QM_df[0]}) = {self.QM:.4f}, p-val {pv}")
+        lines += ["", "Model Results:", ""]
+        lines.append(
+            _coef_table(self.coef_names, self.beta, self.se, self.stat, self.pval, self.ci_lb, self.ci_ub,
+                        "tval" if self.df else "zval")
+        )
+        if self.p == 1 and not fe:
+            pr = self.predict()
+            lines.append("")
+            lines.append(f"Prediction interval ({self.level:g}%): [{pr['pi_lb']:.4f}, {pr['pi_ub']:.4f}]")
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _qprofile(y, X, v, alpha: float) -> tuple[float, float]:
+    """Q-profile CI for tau^2: the tau^2 values where the generalised Q hits chi^2 quantiles."""
+    k, p = X.shape
+    df = k - p
+    if df < 1:
+        return (float("nan"), float("nan"))
+    q_lo = stats.chi2.ppf(1 - alpha / 2, df)  # defines the lower bound
+    q_hi = stats.chi2.ppf(alpha / 2, df)  # defines the upper bound
+    q0 = _qgen(y, X, v, 0.0)
+
+    def solve(target):
+        if q0 < target:
+            return 0.0
+        hi = max(100.0, 10 * float(np.var(y)))
+        while _qgen(y, X, v, hi) > target:
+            hi *= 10
+        return float(optimize.brentq(lambda t: _qgen(y, X, v, t) - target, 0.0, hi, xtol=1e-12, rtol=1e-12))
+
+    return solve(q_lo), solve(q_hi)
+
+
+def rma(
+    yi: Iterable[float],
+    vi: Iterable[float],
+    method: str = "REML",
+    test: str = "z",
+    mods: Any = None,
+    data: Any = None,
+    level: float = 95,
+    btt: Sequence[int] | None = None,
+    intercept: bool = True,
+    tau2: float | None = None,
+) -> RmaResult:
+    """Fit a random-effects (or, with ``mods``, mixed-effects) meta-analytic model.
+
+    ``method``: FE/EE (no heterogeneity), DL, HE, SJ, PM, ML or REML. ``test``: "z" or "knha"
+    (Knapp–Hartung: t and F tests with the residual-based scale factor, unrestricted as metafor's
+    default). ``yi``/``vi`` may be column names when ``data`` is a DataFrame. ``btt``: 0-based indices
+    of the coefficients in the omnibus test (default: all but the intercept). ``tau2`` fixes tau^2
+    at a given value instead of estimating it.
+    """
+    method = method.upper()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    test = test.lower()
+    if test not in ("z", "knha", "t"):
+        raise ValueError(f"test must be 'z' or 'knha', got {test!r}")
+    if test == "t":
+        test = "knha"
+    if isinstance(yi, str):
+        yi = data[yi]
+    if isinstance(vi, str):
+        vi = data[vi]
+    y, v = _check_yv(yi, vi)
+    k = y.size
+    if k < 1:
+        raise ValueError("no effects to pool")
+    X, names = design_matrix(mods, data, k, intercept=intercept)
+    p = X.shape[1]
+    if k < p:
+        raise ValueError(f"{p} coefficients but only {k} effects")
+    if method not in ("FE", "EE") and np.all(v == 0):
+        raise ValueError("all sampling variances are zero")
+    if tau2 is None:
+        tau2, se_tau2, iters = _tau2_estimate(y, X, v, method)
+    else:
+        if tau2 < 0:
+            raise ValueError(f"tau2 must be >= 0, got {tau2}")
+        tau2, se_tau2, iters = float(tau2), None, 0
+    w = 1.0 / (v + tau2)
+    b, vb, r = _wls(y, X, w)
+    if test == "knha":
+        if k - p < 1:
+            raise ValueError("Knapp-Hartung needs k > p")
+        s2 = float(np.sum(w * r * r)) / (k - p)
+        vb = vb * s2
+    # heterogeneity statistics from the equal-effects fit
+    if np.any(v == 0):
+        QE, vt = float("nan"), 0.0
+    else:
+        QE = _qgen(y, X, v, 0.0)
+        vt = (k - p) / _trace_p(X, 1.0 / v) if k > p else 0.0
+    QE_df = k - p
+    QE_p = float(stats.chi2.sf(QE, QE_df)) if QE_df > 0 else float("nan")
+    I2 = 100 * tau2 / (vt + tau2) if (vt + tau2) > 0 else 0.0
+    H2 = (vt + tau2) / vt if vt > 0 else float("nan")
+    if method in ("FE", "EE") and QE_df > 0:
+        I2 = max(0.0, 100 * (QE - QE_df) / QE)
+        H2 = QE / QE_df
+    QM = QM_df = QM_p = R2 = None
+    btt_l: list[int] | None = None
+    if p > 1 or (btt is not None):
+        btt_l = list(btt) if btt is not None else [j for j, n in enumerate(names) if n != "intrcpt"]
+        if not btt_l:
+            btt_l = None
+        else:
+            bb = b[btt_l]
+            Vb = vb[np.ix_(btt_l, btt_l)]
+            wald = float(bb @ linalg.solve(Vb, bb))
+            m = len(btt_l)
+            if test == "knha":
+                QM, QM_df = wald / m, (m, k - p)
+                QM_p = float(stats.f.sf(QM, m, k - p))
+            else:
+                QM, QM_df = wald, (m,)
+                QM_p = float(stats.chi2.sf(QM, m))
+            if method not in ("FE", "EE") and names[0] == "intrcpt":
+                tau2_re = _tau2_estimate(y, np.ones((k, 1)), v, method)[0]
+                R2 = max(0.0, 100 * (tau2_re - tau2) / tau2_re) if tau2_re > 0 else 0.0
+            elif method in ("FE", "EE") and names[0] == "intrcpt":
+                q_re = _qgen(y, np.ones((k, 1)), v, 0.0)
+                R2 = max(0.0, 100 * (q_re - QE) / q_re) if q_re > 0 else 0.0
+    return RmaResult(
+        method=method, test=test, level=level, yi=y, vi=v, X=X, coef_names=names, beta=b, vb=vb,
+        tau2=tau2, se_tau2=se_tau2, QE=QE, QE_df=QE_df, QE_p=QE_p, I2=I2, H2=H2, vt=vt,
+        QM=QM, QM_df=QM_df, QM_p=QM_p, btt=btt_l, R2=R2, iterations=iters,
+    )
+
+
+def subgroups(yi, vi, groups, method: str = "REML", test: str = "z", level: float = 95):
+    """Separate random-effects fits per subgroup plus the test of subgroup differences.
+
+    Returns (table DataFrame, dict with the Q-between test computed from the subgroup estimates,
+    a fixed-effect meta-analysis of the subgroup means as in Borenstein et al. 2009, ch. 19).
+    """
+    import pandas as pd
+
+    y, v = _check_yv(yi, vi)
+    g = np.asarray(groups, dtype=object)
+    if g.size != y.size:
+        raise ValueError(f"groups has {g.size} values for {y.size} effects")
+    rows = []
+    for lvl in pd.unique(g):
+        m = g == lvl
+        kk = int(m.sum())
+        meth = method if kk >= 2 else "FE"
+        res = rma(y[m], v[m], method=meth, test=test if kk >= 2 else "z", level=level)
+        pr = res.predict()
+        rows.append({
+            "group": lvl, "k": kk, "estimate": res.estimate, "se": float(res.se[0]),
+            "ci_lb": float(res.ci_lb[0]), "ci_ub": float(res.ci_ub[0]),
+            "pi_lb": pr["pi_lb"], "pi_ub": pr["pi_ub"], "pval": float(res.pval[0]),
+            "tau2": res.tau2, "I2": res.I2, "QE": res.QE,
+        })
+    tab = pd.DataFrame(rows)
+    if len(tab) >= 2:
+        qb = rma(tab["estimate"], tab["se"] ** 2, method="FE").QE
+        test_out = {"Q_between": qb, "df": len(tab) - 1, "p": float(stats.chi2.sf(qb, len(tab) - 1))}
+    else:
+        test_out = {"Q_between": float("nan"), "df": 0, "p": float("nan")}
+    return tab, test_out
+
+
+# ----------------------------------------------------------------------------------------------
+# multilevel model with nested random intercepts
+# ----------------------------------------------------------------------------------------------
+def _parse_random(random: Any) -> list[str]:
+    """'~ 1 | paper/effect' or ['paper', 'effect'] -> ['paper', 'effect'] (outer to inner)."""
+    if isinstance(random, str):
+        m = re.fullmatch(r"\s*~?\s*1\s*\|\s*(.+?)\s*", random)
+        if not m:
+            raise ValueError(f"random must look like '~ 1 | paper/effect', got {random!r}")
+        parts = [s.strip() for s in m.group(1).split("/")]
+    else:
+        parts = [str(s) for s in random]
+    if not parts or any(not s for s in parts):
+        raise ValueError(f"random: empty grouping factor in {random!r}")
+    return parts
+
+
+class _Blocks:
+    """Block-diagonal marginal covariance M = diag(v) + sum_j sigma2_j Z_j Z_j' (blocks = outer factor)."""
+
+    def __init__(self, v: np.ndarray, codes: list[np.ndarray]):
+        self.v = v
+        self.ncomp = len(codes)
+        outer = codes[0]
+        order = np.argsort(outer, kind="stable")
+        bounds = np.flatnonzero(np.diff(outer[order])) + 1
+        self.index = np.split(order, bounds)
+        self.G = [
+            [(c[idx][:, None] == c[idx][None, :]).astype(float) for c in codes] for idx in self.index
+        ]
+
+    def inverses(self, theta):
+        out = []
+        logdet = 0.0
+        for idx, Gs in zip(self.index, self.G):
+            M = np.diag(self.v[idx]).copy()
+            for t, G in zip(theta, Gs):
+                M += t * G
+            c = linalg.cho_factor(M, lower=True)
+            logdet += 2 * float(np.sum(np.log(np.diag(c[0]))))
+            out.append(linalg.cho_solve(c, np.eye(idx.size)))
+        return out, logdet
+
+    def matrices(self, theta):
+        Ms = []
+        for idx, Gs in zip(self.index, self.G):
+            M = np.diag(self.v[idx]).copy()
+            for t, G in zip(theta, Gs):
+                M += t * G
+            Ms.append(M)
+        return Ms
+
+
+def _mv_pieces(y, X, B: _Blocks, theta, reml: bool, want_derivs: bool):
+    k, p = X.shape
+    Minv, logdet = B.inverses(theta)
+    Xs = np.empty_like(X)
+    ys = np.empty_like(y)
+    for idx, Mi in zip(B.index, Minv):
+        Xs[idx] = Mi @ X[idx]
+        ys[idx] = Mi @ y[idx]
+    A = X.T @ Xs
+    cA = linalg.cho_factor(A)
+    b = linalg.cho_solve(cA, X.T @ ys)
+    r = y - X @ b
+    Pr = ys - Xs @ b  # M^-1 r = P y
+    rPr = float(r @ Pr)
+    logdetA = 2 * float(np.sum(np.log(np.diag(cA[0]))))
+    if reml:
+        ll = -0.5 * (k - p) * _LOG2PI + 0.5 * np.linalg.slogdet(X.T @ X)[1] - 0.5 * logdet - 0.5 * logdetA - 0.5 * rPr
+    else:
+        ll = -0.5 * k * _LOG2PI - 0.5 * logdet - 0.5 * rPr
+    out = {"ll": float(ll), "b": b, "vb": linalg.cho_solve(cA, np.eye(p)), "r": r, "Minv": Minv, "Xs": Xs}
+    if not want_derivs:
+        return out
+    q = B.ncomp
+    Ainv = out["vb"]
+    score = np.zeros(q)
+    info = np.zeros((q, q))
+    tr_MG = np.zeros(q)
+    C = [np.zeros((p, p)) for _ in range(q)]
+    D = [[np.zeros((p, p)) for _ in range(q)] for _ in range(q)]
+    quad = np.zeros(q)
+    trMGMG = np.zeros((q, q))
+    for idx, Mi, Gs in zip(B.index, Minv, B.G):
+        Xb = Xs[idx]
+        prb = Pr[idx]
+        MG = [Mi @ G for G in Gs]
+        for j in range(q):
+            tr_MG[j] += np.trace(MG[j])
+            quad[j] += prb @ Gs[j] @ prb
+            if reml:
+                C[j] += Xb.T @ Gs[j] @ Xb
+            for l in range(j, q):
+                trMGMG[j, l] += np.sum(MG[j] * MG[l].T)
+                if reml:
+                    D[j][l] += Xb.T @ Gs[j] @ MG[l] @ Xb
+    for j in range(q):
+        trPG = tr_MG[j] - (np.trace(Ainv @ C[j]) if reml else 0.0)
+        score[j] = -0.5 * trPG + 0.5 * quad[j]
+        for l in range(j, q):
+            val = trMGMG[j, l]
+            if reml:
+                val += -2 * np.trace(Ainv @ D[j][l]) + np.trace(Ainv @ C[j] @ Ainv @ C[l])
+            info[j, l] = info[l, j] = 0.5 * val
+    out["score"], out["info"] = score, info
+    return out
+
+
+def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[int, float] | None = None,
+                 tol: float = 1e-10, maxiter: int = 500):
+    """Fisher scoring over sigma^2 >= 0 with step halving; components in ``fixed`` are held."""
+    fixed = fixed or {}
+    theta = np.maximum(np.asarray(start, dtype=float), 0.0)
+    for j, val in fixed.items():
+        theta[j] = val
+    cur = _mv_pieces(y, X, B, theta, reml, want_derivs=True)
+    for it in range(1, maxiter + 1):
+        s, I = cur["score"], cur["info"]
+        free = np.array([j not in fixed and not (theta[j] <= 0 and s[j] <= 0) for j in range(theta.size)])
+        if not free.any():
+            return theta, cur, it
+        step = np.zeros_like(theta)
+        try:
+            step[free] = linalg.solve(I[np.ix_(free, free)], s[free], assume_a="pos")
+        except (linalg.LinAlgError, ValueError):
+            step[free] = s[free] / np.maximum(np.diag(I)[free], 1e-12)
+        t = 1.0
+        while True:
+            new = np.maximum(theta + t * step, 0.0)
+            cand = _mv_pieces(y, X, B, new, reml, want_derivs=False)
+            if cand["ll"] >= cur["ll"] - 1e-12 or t < 1e-10:
+                break
+            t /= 2
+        done = np.max(np.abs(new - theta) / (1 + np.abs(theta))) <= tol
+        theta = new
+        cur = _mv_pieces(y, X, B, theta, reml, want_derivs=True)
+        if done:
+            return theta, cur, it
+    raise RuntimeError(f"multilevel {'REML' if reml else 'ML'} fit did not converge in {maxiter} iterations")
+
+
+@dataclass
+class MvResult:
+    """A fitted multilevel meta-analytic model (metafor's rma.mv with nested random intercepts)."""
+
+    method: str
+    test: str
+    level: float
+    yi: np.ndarray
+    vi: np.ndarray
+    X: np.ndarray
+    coef_names: list[str]
+    factors: list[str]
+    codes: list[np.ndarray]
+    nlvls: list[int]
+    sigma2: np.ndarray
+    beta: np.ndarray
+    vb: np.ndarray
+    logLik: float
+    QE: float
+    QE_df: int
+    QE_p: float
+    QM: float | None
+    QM_df: tuple[int, ...] | None
+    QM_p: float | None
+    btt: list[int] | None
+    iterations: int
+    _blocks: _Blocks = field(repr=False)
+
+    @property
+    def k(self) -> int:
+        return int(self.yi.size)
+
+    @property
+    def p(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vb))
+
+    @property
+    def df(self) -> int | None:
+        return self.k - self.p if self.test == "t" else None
+
+    def _crit(self) -> float:
+        a = 1 - self.level / 100
+        return float(stats.t.ppf(1 - a / 2, self.df) if self.df else stats.norm.ppf(1 - a / 2))
+
+    @property
+    def stat(self) -> np.ndarray:
+        return self.beta / self.se
+
+    @property
+    def pval(self) -> np.ndarray:
+        s = np.abs(self.stat)
+        return 2 * (stats.t.sf(s, self.df) if self.df else stats.norm.sf(s))
+
+    @property
+    def ci_lb(self) -> np.ndarray:
+        return self.beta - self._crit() * self.se
+
+    @property
+    def ci_ub(self) -> np.ndarray:
+        return self.beta + self._crit() * self.se
+
+    @property
+    def estimate(self) -> float:
+        return float(self.beta[0])
+
+    @property
+    def sigma2_names(self) -> list[str]:
+        return ["/".join(self.factors[: j + 1]) for j in range(len(self.factors))]
+
+    def predict(self, newmods: Sequence[float] | None = None) -> dict[str, float]:
+        """Average effect with CI and a prediction interval that adds all variance components."""
+        if newmods is None:
+            if self.p != 1:
+                raise ValueError("model has moderators: give newmods (without the intercept)")
+            x = np.ones(1)
+        else:
+            x = np.asarray(newmods, dtype=float).ravel()
+            if x.size == self.p - 1 and self.coef_names[0] == "intrcpt":
+                x = np.concatenate([[1.0], x])
+            if x.size != self.p:
+                raise ValueError(f"newmods needs {self.p - 1} values, got {x.size}")
+        pred = float(x @ self.beta)
+        se = float(math.sqrt(x @ self.vb @ x))
+        c = self._crit()
+        spi = math.sqrt(se**2 + float(np.sum(self.sigma2)))
+        return {"pred": pred, "se": se, "ci_lb": pred - c * se, "ci_ub": pred + c * se,
+                "pi_lb": pred - c * spi, "pi_ub": pred + c * spi}
+
+    def confint(self, component: int | None = None) -> dict[str, tuple[float, float, float]]:
+        """Profile-likelihood CIs for the variance components (as metafor's confint.rma.mv)."""
+        with _single_thread():
+            return self._confint(component)
+
+    def _confint(self, component: int | None) -> dict[str, tuple[float, float, float]]:
+        comps = range(self.sigma2.size) if component is None else [component]
+        reml = self.method == "REML"
+        y, X, B = self.yi, self.X, self._blocks
+        crit = 0.5 * stats.chi2.ppf(self.level / 100, 1)
+        out = {}
+        for j in comps:
+            est = float(self.sigma2[j])
+
+            def drop(val, j=j):
+                th, cur, _ = _mv_optimise(y, X, B, reml, self.sigma2.copy(), fixed={j: val})
+                return self.logLik - cur["ll"] - crit
+
+            xtol = 1e-7 * max(est, 1e-4)  # far below the 4 printed decimals
+            lo = 0.0
+            if drop(0.0) > 0:
+                lo = float(optimize.brentq(drop, 0.0, max(est, 1e-12), xtol=xtol))
+            hi_end = max(10.0, 100 * est)
+            hi = float("inf")
+            if drop(hi_end) > 0:
+                hi = float(optimize.brentq(drop, est, hi_end, xtol=xtol))
+            out[f"sigma^2.{j + 1}"] = (est, lo, hi)
+            out[f"sigma.{j + 1}"] = (math.sqrt(est), math.sqrt(lo), math.sqrt(hi))
+        return out
+
+    def robust(self, cluster: Any, type: str = "CR2", data: Any = None) -> "RobustResult":
+        return robust(self, cluster, type=type, data=data)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"estimate": self.beta, "se": self.se, ("tval" if self.df else "zval"): self.stat,
+             "pval": self.pval, "ci_lb": self.ci_lb, "ci_ub": self.ci_ub},
+            index=pd.Index(self.coef_names, name="term"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "model": "rma_mv", "method": self.method, "test": self.test, "k": self.k,
+            "random": self.factors, "nlvls": self.nlvls,
+            "sigma2": dict(zip(self.sigma2_names, map(float, self.sigma2))),
+            "coefficients": self.to_frame().reset_index().to_dict(orient="records"),
+            "logLik": self.logLik, "QE": self.QE, "QE_df": self.QE_df, "QE_p": self.QE_p,
+        }
+        if self.QM is not None:
+            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p)
+        if self.p == 1:
+            out["prediction"] = self.predict()
+        return out
+
+    def summary(self) -> str:
+        import pandas as pd
+
+        lines = [f"Multivariate Meta-Analysis Model (k = {self.k}; method: {self.method})", "",
+                 "Variance Components:", ""]
+        vc = pd.DataFrame(
+            {"estim": [f"{s:.4f}" for s in self.sigma2], "sqrt": [f"{math.sqrt(s):.4f}" for s in self.sigma2],
+             "nlvls": self.nlvls, "factor": self.sigma2_names},
+            index=[f"sigma^2.{j + 1}" for j in range(self.sigma2.size)],
+        )
+        lines += [vc.to_string(), ""]
+        mods = self.QM is not None
+        lines.append("Test for Residual Heterogeneity:" if mods else "Test for Heterogeneity:")
+        pv = "< .0001" if self.QE_p < 1e-4 else "= " + format(self.QE_p, ".4f")
+        lines.append(f"{'QE' if mods else 'Q'}(df = {self.QE_df}) = {self.QE:.4f}, p-val {pv}")
+        if mods and self.btt:
+            pv = "< .0001" if self.QM_p < 1e-4 else "= " + format(self.QM_p, ".4f")
+            lines += ["", f"Test of Moderators (coefficients {','.join(str(i + 1) for i in self.btt)}):"]
+            if self.test == "t":
+                lines.append(f"F(df1 = {self.QM_df[0]}, df2 = {self.QM_df[1]}) = {self.QM:.4f}, p-val {pv}")
+            else:
+                lines.append(f"QM(df = {self.QM_df[0]}) = {self.QM:.4f}, p-val {pv}")
+        lines += ["", "Model Results:", ""]
+        lines.append(_coef_table(self.coef_names, self.beta, self.se, self.stat, self.pval, self.ci_lb,
+                                 self.ci_ub, "tval" if self.df else "zval"))
+        if self.p == 1:
+            pr = self.predict()
+            lines += ["", f"Prediction interval ({self.level:g}%): [{pr['pi_lb']:.4f}, {pr['pi_ub']:.4f}]"]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _codes(values: Any, name: str) -> np.ndarray:
+    import pandas as pd
+
+    arr = np.asarray(values, dtype=object)
+    if pd.isna(arr).any():
+        raise ValueError(f"random-effects factor {name!r} has missing values")
+    _, inv = np.unique(arr.astype(str), return_inverse=True)
+    return inv.astype(np.int64)
+
+
+def rma_mv(
+    yi: Any,
+    vi: Any,
+    random: Any = "~ 1 | paper/effect",
+    data: Any = None,
+    mods: Any = None,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    btt: Sequence[int] | None = None,
+    factors: dict[str, Any] | None = None,
+) -> MvResult:
+    """Multilevel model with nested random intercepts, fitted by REML (default) or ML.
+
+    ``random="~ 1 | paper/effect"`` gives one variance component for papers and one for effects
+    within papers; each name is a column of ``data`` (or a key of ``factors``). Inner levels are
+    nested automatically (an inner label is only unique together with its outer labels).
+    ``test="t"`` uses t/F tests with k - p degrees of freedom.
+    """
+    method = method.upper()
+    if method not in ("REML", "ML"):
+        raise ValueError(f"rma_mv supports method REML or ML, got {method!r}")
+    test = test.lower()
+    if test not in ("z", "t"):
+        raise ValueError(f"rma_mv test must be 'z' or 't', got {test!r}")
+    if isinstance(yi, str):
+        yi = data[yi]
+    if isinstance(vi, str):
+        vi = data[vi]
+    y, v = _check_yv(yi, vi)
+    k = y.size
+    names = _parse_random(random)
+    lookup = factors or {}
+    codes: list[np.ndarray] = []
+    combined = None
+    for name in names:
+        if name in lookup:
+            col = lookup[name]
+        elif data is not None and name in getattr(data, "columns", []):
+            col = data[name]
+        else:
+            raise ValueError(f"random-effects factor {name!r} not found in data")
+        col = np.asarray(col, dtype=object)
+        if col.size != k:
+            raise ValueError(f"random-effects factor {name!r} has {col.size} values for {k} effects")
+        c = _codes(col, name)
+        combined = c if combined is None else _codes([f"{a}\x1f{b}" for a, b in zip(combined, c)], name)
+        codes.append(combined)
+    X, cnames = design_matrix(mods, data, k)
+    p = X.shape[1]
+    if k <= p:
+        raise ValueError(f"{p} coefficients but only {k} effects")
+    B = _Blocks(v, codes)
+    reml = method == "REML"
+    # start: split a DerSimonian-Laird tau^2 of the univariate model evenly over the components
+    tau2_dl = _tau2_estimate(y, X, v, "DL")[0] if np.all(v > 0) else float(np.var(y))
+    start = np.full(len(codes), max(tau2_dl, 1e-4 * float(np.var(y)) + 1e-8) / len(codes))
+    with _single_thread():
+        theta, cur, iters = _mv_optimise(y, X, B, reml, start)
+    b, vb = cur["b"], cur["vb"]  # with test="t": t and F tests on this model-based vb, k - p df
+    QE = _qgen(y, X, v, 0.0) if np.all(v > 0) else float("nan")
+    QE_df = k - p
+    QE_p = float(stats.chi2.sf(QE, QE_df))
+    QM = QM_df = QM_p = None
+    btt_l = list(btt) if btt is not None else [j for j, n in enumerate(cnames) if n != "intrcpt"]
+    if btt_l:
+        bb = b[btt_l]
+        wald = float(bb @ linalg.solve(vb[np.ix_(btt_l, btt_l)], bb))
+        m = len(btt_l)
+        if test == "t":
+            QM, QM_df, QM_p = wald / m, (m, k - p), float(stats.f.sf(wald / m, m, k - p))
+        else:
+            QM, QM_df, QM_p = wald, (m,), float(stats.chi2.sf(wald, m))
+    else:
+        btt_l = None
+    return MvResult(
+        method=method, test=test, level=level, yi=y, vi=v, X=X, coef_names=cnames, factors=names,
+        codes=codes, nlvls=[int(np.unique(c).size) for c in codes], sigma2=theta, beta=b, vb=vb,
+        logLik=cur["ll"], QE=QE, QE_df=QE_df, QE_p=QE_p, QM=QM, QM_df=QM_df, QM_p=QM_p, btt=btt_l,
+        iterations=iters, _blocks=B,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# cluster-robust inference
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RobustResult:
+    """Cluster-robust coefficient table (CR1 as metafor's robust(), CR2 as clubSandwich)."""
+
+    type: str
+    coef_names: list[str]
+    beta: np.ndarray
+    vb: np.ndarray
+    df: np.ndarray
+    n_clusters: int
+    level: float = 95
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vb))
+
+    @property
+    def tval(self) -> np.ndarray:
+        return self.beta / self.se
+
+    @property
+    def pval(self) -> np.ndarray:
+        return 2 * stats.t.sf(np.abs(self.tval), self.df)
+
+    @property
+    def ci_lb(self) -> np.ndarray:
+        return self.beta - stats.t.ppf(1 - (1 - self.level / 100) / 2, self.df) * self.se
+
+    @property
+    def ci_ub(self) -> np.ndarray:
+        return self.beta + stats.t.ppf(1 - (1 - self.level / 100) / 2, self.df) * self.se
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"estimate": self.beta, "se": self.se, "tval": self.tval, "df": self.df, "pval": self.pval,
+             "ci_lb": self.ci_lb, "ci_ub": self.ci_ub},
+            index=pd.Index(self.coef_names, name="term"),
+        )
+
+    def summary(self) -> str:
+        how = "Satterthwaite approx" if self.type == "CR2" else "residual method"
+        return (
+            f"Cluster-robust inference ({self.n_clusters} clusters; var-cov estimator: {self.type}; df: {how})\n\n"
+            + self.to_frame().round(4).to_string()
+            + "\n"
+        )
+
+
+def _inv_sqrt_psd(G: np.ndarray) -> np.ndarray:
+    """Symmetric inverse square root, pseudo-inverse on numerically zero eigenvalues."""
+    vals, vecs = linalg.eigh((G + G.T) / 2)
+    tol = max(vals.max(), 0.0) * 1e-12 * G.shape[0]
+    inv = np.where(vals > tol, 1.0 / np.sqrt(np.clip(vals, tol, None)), 0.0)
+    return (vecs * inv) @ vecs.T
+
+
+def robust(fit: RmaResult | MvResult, cluster: Any, type: str = "CR2", data: Any = None) -> RobustResult:
+    """Cluster-robust variance for a fitted model; ``cluster`` is labels or a column of ``data``.
+
+    CR1: metafor's robust() default (sandwich times m/(m-p), t with m-p df). CR2: the bias-reduced
+    linearisation of Bell & McCaffrey with the fitted model's marginal covariance as working model and
+    Satterthwaite df per coefficient, as clubSandwich's vcovCR(type="CR2") + coef_test(). The working
+    model must not correlate effects across clusters (clusters must contain whole outer groups).
+    """
+    with _single_thread():
+        return _robust(fit, cluster, type, data)
+
+
+def _robust(fit, cluster, type, data) -> RobustResult:
+    type = type.upper()
+    if type not in ("CR1", "CR2"):
+        raise ValueError(f"type must be 'CR1' or 'CR2', got {type!r}")
+    if isinstance(cluster, str):
+        if data is None or cluster not in getattr(data, "columns", []):
+            raise ValueError(f"cluster column {cluster!r} not found")
+        cluster = data[cluster]
+    cl = _codes(cluster, "cluster")
+    y, X = fit.yi, fit.X
+    k, p = X.shape
+    if cl.size != k:
+        raise ValueError(f"cluster has {cl.size} values for {k} effects")
+    # marginal covariance blocks of the fitted model, regrouped by cluster
+    if isinstance(fit, MvResult):
+        outer = fit.codes[0]
+        for g in np.unique(outer):
+            if np.unique(cl[outer == g]).size > 1:
+                raise ValueError("clusters split an outer random-effects group; use a coarser cluster")
+        Bc = _Blocks(fit.vi, [cl, *fit.codes])
+        Phi = Bc.matrices(np.concatenate([[0.0], fit.sigma2]))
+        idx_list = Bc.index
+        vb_model = fit.vb
+    else:
+        order = np.argsort(cl, kind="stable")
+        idx_list = np.split(order, np.flatnonzero(np.diff(cl[order])) + 1)
+        Phi = [np.diag(fit.vi[idx] + fit.tau2) for idx in idx_list]
+        w = 1.0 / (fit.vi + fit.tau2)
+        vb_model = linalg.inv((X.T * w) @ X)
+    m = len(idx_list)
+    if m <= p:
+        raise ValueError(f"{m} clusters for {p} coefficients: cluster-robust inference impossible")
+    Bm = vb_model
+    b = Bm @ sum(X[idx].T @ linalg.solve(P, y[idx], assume_a="pos") for idx, P in zip(idx_list, Phi))
+    u_list, q_parts = [], []
+    for idx, P in zip(idx_list, Phi):
+        Xj, ej = X[idx], y[idx] - X[idx] @ b
+        Wj = linalg.inv(P)
+        if type == "CR2":
+            R = linalg.cholesky(P, lower=False)  # P = R'R
+            G = R @ (P - Xj @ Bm @ Xj.T) @ R.T
+            Aj = R.T @ _inv_sqrt_psd(G) @ R
+        else:
+            Aj = np.eye(idx.size)
+        u_list.append(Xj.T @ Wj @ Aj @ ej)
+        q_parts.append((Aj @ Wj @ Xj, P, Xj))
+    meat = sum(np.outer(u, u) for u in u_list)
+    V = Bm @ meat @ Bm
+    if type == "CR1":
+        V = V * m / (m - p)
+        df = np.full(p, float(m - p))
+    else:
+        df = np.empty(p)
+        for c in range(p):
+            ec = Bm[:, c]
+            qs = [AWX @ ec for AWX, _, _ in q_parts]
+            ss = np.array([Xj.T @ q for q, (_, _, Xj) in zip(qs, q_parts)])  # m x p
+            diag = np.array([q @ P @ q for q, (_, P, _) in zip(qs, q_parts)])
+            Om = -ss @ Bm @ ss.T
+            Om[np.diag_indices(m)] += diag
+            df[c] = np.trace(Om) ** 2 / np.sum(Om * Om)
+    return RobustResult(type=type, coef_names=list(fit.coef_names), beta=b, vb=V, df=df, n_clusters=m,
+                        level=fit.level)

@@ -48,13 +48,15 @@ def resolve_tasks(cfg: RunConfig) -> list[Task]:
     from cotbench.tasks import DATASETS, get_task
 
     tasks: list[Task] = []
+    names = list(cfg.datasets)
     if cfg.dataset_file:
         from cotbench.tasks.custom import task_from_file
 
         tasks.append(task_from_file(cfg.dataset_file, cfg.answer_type))
-    for name in cfg.datasets if not cfg.dataset_file or cfg.datasets != list(QUICK_DATASETS) else []:
-        names = DATASETS.get(name, [name])
-        tasks += [get_task(n) for n in names]
+        if names == list(QUICK_DATASETS):  # the default list: a --dataset-file run is about that file alone
+            names = []
+    for name in names:
+        tasks += [get_task(n) for n in DATASETS.get(name, [name])]
     seen, unique = set(), []
     for t in tasks:
         if t.name not in seen:
@@ -75,7 +77,7 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
     """Load each task's examples; record where they came from (file + sha256, or hub id + revision)."""
     data, sources = {}, {}
     for t in tasks:
-        if cfg.data_dir or getattr(t, "local_only", False):
+        if cfg.data_dir:
             try:
                 data[t] = t.load(cfg.data_dir, cfg.limit)
             except DataError as e:

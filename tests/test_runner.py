@@ -1,0 +1,98 @@
+"""The runner and harness with a zero-latency table backend: batching, caching, judge routing,
+user-defined datasets, and the CLI's list/report commands."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cotbench.backends.table import TableBackend
+from cotbench.cli import main
+from cotbench.config import build_config
+from cotbench.harness import run
+from cotbench.runner import RunOptions, build_units, execute, score_unit
+from cotbench.store import Store
+from cotbench.tasks import get_task
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def gold_answerer(examples):
+    """Answer each request with the gold of the item whose question is in the last user turn."""
+    golds = {ex.question: ex.gold for ex in examples}
+
+    def answer(req):
+        last = req.messages[-1]["content"]
+        for q, g in golds.items():
+            if q in last:
+                return f"Let me think. The answer is {g}."
+        return "I do not know."
+
+    return answer
+
+
+def test_rounds_batch_cache_and_score(hf_data, tmp_path):
+    task = get_task("gsm8k")
+    exs = task.load(hf_data, limit=6)
+    backend = TableBackend(gold_answerer(exs))
+    opts = RunOptions("table")
+    store = Store(tmp_path / "s.sqlite")
+    units = build_units({task: exs}, ["zs_direct", "zs_cot", "fs_direct", "fs_cot"], opts)
+    stats = execute(units, backend, store, opts)
+    assert stats.rounds == 1 and stats.calls_made == 24 and store.count() == 24
+    rows = [score_unit(u, "table") for u in units]
+    assert all(r.correct and r.parse_status == "ok" for r in rows)
+    again = build_units({task: exs}, ["zs_direct", "zs_cot", "fs_direct", "fs_cot"], opts)
+    stats2 = execute(again, backend, store, opts)
+    assert stats2.calls_made == 0 and stats2.calls_cached == 24 and backend.stats.calls == 24
+
+
+def test_judge_calls_route_to_the_judge_backend(hf_data, tmp_path):
+    task = get_task("biggen_bench")
+    exs = task.load(hf_data, limit=3)
+    model = TableBackend(lambda r: "Final response: Paris is the capital.", model_id="model")
+    judge = TableBackend(lambda r: "Feedback: adequate. [RESULT] 5" if "Score rubric" in r.messages[-1]["content"]
+                         else "unexpected", model_id="judge")
+    opts = RunOptions("model")
+    units = build_units({task: exs}, ["zs_direct"], opts)
+    stats = execute(units, model, Store(tmp_path / "s.sqlite"), opts, judge=judge)
+    assert stats.rounds == 2 and model.stats.calls == 3 and judge.stats.calls == 3
+    rows = [score_unit(u, "model") for u in units]
+    assert all(r.correct and r.extracted == "5" and r.extra["judge_score"] == 5 for r in rows)
+    assert all(r.extra["judged_text"] == "Paris is the capital." for r in rows)
+
+
+def test_user_dataset_runs_without_code(tmp_path):
+    data = FIXTURES / "custom_choice.jsonl"
+    cfg = build_config(None, {"dataset_file": str(data), "answer_type": "choice", "out": str(tmp_path),
+                              "settings": ["zs_direct", "zs_cot"], "progress": False})
+
+    def answer(req):  # the right option text is findable from the fixture's answers
+        return "The best answer is " + {"photosynthesis": "B", "liquid": "A", "largest": "C"}.get(
+            next((k for k in ("photosynthesis", "liquid", "largest") if k in req.messages[-1]["content"]), ""), "A")
+
+    out = run(cfg, backend=TableBackend(answer))
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {r["dataset"] for r in rows} == {"custom/custom_choice"}
+    by_q = {r["example_id"]: r for r in rows if r["setting"] == "zs_direct"}
+    assert len(by_q) == sum(1 for _ in data.open())
+    first3 = [r for r in rows if r["setting"] == "zs_direct"][:3]
+    assert [r["gold"] for r in first3] == ["B", "A", "C"] and all(r["correct"] for r in first3)
+
+
+def test_list_and_report_commands(capsys, hf_data, tmp_path):
+    assert main(["list", "datasets"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("gsm8k", "mmlu", "bbh", "musique", "biggen_bench", "contexthub", "gpqa", "winogrande"):
+        assert re.search(rf"\b{name}\b", listed)
+    assert main(["list", "models"]) == 0
+    models = capsys.readouterr().out
+    assert "llama-3.1-70b-instruct" in models and "claude-3.5-sonnet" in models and "gemini-1.5-pro" in models
+    cfg = build_config(None, {"datasets": ["mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 4,
+                              "data_dir": str(hf_data), "out": str(tmp_path), "progress": False})
+    exs = get_task("mmlu").load(hf_data, limit=4)
+    out = run(cfg, backend=TableBackend(gold_answerer(exs)))
+    assert main(["report", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "mmlu" in shown and "100.0" in shown and "CoT gain" in shown
+    assert main(["report", str(tmp_path / "nope")]) == 2

@@ -19,10 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cotbench.backends.base import Backend, BackendError
+from cotbench.backends.base import Backend
 from cotbench.config import QUICK_DATASETS, RunConfig
 from cotbench.models import ModelSpec, resolve_model
-from cotbench.runner import RunOptions, RunStats, build_units, execute, score_unit, summarize
+from cotbench.runner import RunOptions, build_units, execute, score_unit, summarize
 from cotbench.store import Store
 from cotbench.tasks.base import DataError, Task
 from cotbench.types import Example

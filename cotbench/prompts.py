@@ -67,15 +67,20 @@ def fill(template: str, fields: dict[str, Any]) -> str:
     return template.format_map(_Safe(fields))
 
 
-@functools.lru_cache(maxsize=None)
-def load_prompt_file(name: str, prompts_dir: str | None = None) -> dict[str, Any]:
+def read_prompt_yaml(name: str, prompts_dir: str | None = None, what: str = "prompt") -> tuple[Any, Path]:
+    """Parse ``prompts/<name>.yaml``; a missing file or bad YAML is a DataError naming the file."""
     path = Path(prompts_dir or PROMPTS_DIR) / f"{name}.yaml"
     if not path.exists():
-        raise DataError(f"prompt file not found: {path}")
+        raise DataError(f"{what} file not found: {path}")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")), path
     except yaml.YAMLError as e:
         raise DataError(f"{path}: invalid YAML: {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def load_prompt_file(name: str, prompts_dir: str | None = None) -> dict[str, Any]:
+    spec, path = read_prompt_yaml(name, prompts_dir)
     if not isinstance(spec, dict) or "direct" not in spec or "cot" not in spec:
         raise DataError(f"{path}: needs at least the keys 'direct' and 'cot'")
     return spec

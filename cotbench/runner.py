@@ -21,7 +21,7 @@ from cotbench.settings import Setting, get_setting
 from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate, judged
 from cotbench.store import Store
 from cotbench.tasks.base import Task
-from cotbench.types import Example, Extraction, GenParams, Request, Response, SampleResult
+from cotbench.types import Example, GenParams, Request, Response, SampleResult
 
 
 @dataclass

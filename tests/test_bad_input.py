@@ -207,16 +207,8 @@ def keyed_server(tmp_path_factory):
     from cotbench.testing.servers import llama_server
 
     log = tmp_path_factory.mktemp("keyed") / "server.log"
-    old = os.environ.get("API_KEY")
-    os.environ["API_KEY"] = SECRET  # llama_cpp.server's settings read API_KEY from the environment
-    try:
-        with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=1024, log=log) as url:
-            os.environ.pop("API_KEY", None)
-            yield url
-    finally:
-        os.environ.pop("API_KEY", None)
-        if old is not None:
-            os.environ["API_KEY"] = old
+    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=1024, log=log, api_key=SECRET) as url:
+        yield url
 
 
 def openai_run_args(url: str, out: Path, hf_data: Path, limit: int, *extra: str) -> list[str]:

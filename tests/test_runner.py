@@ -96,3 +96,22 @@ def test_list_and_report_commands(capsys, hf_data, tmp_path):
     shown = capsys.readouterr().out
     assert "mmlu" in shown and "100.0" in shown and "CoT gain" in shown
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_summary_accuracy_se_cost_and_chance_credit():
+    from cotbench.runner import summarize
+    from cotbench.types import SampleResult
+
+    def row(correct, status="ok", tin=100, tout=10):
+        return SampleResult(model="m", dataset="d", group="g", setting="zs_cot", example_id=str(id(object())),
+                            sample_index=0, key="k", messages=[], response="", extracted=None if status != "ok" else "A",
+                            extract_method="x", parse_status=status, gold="A", correct=correct, tokens_in=tin,
+                            tokens_out=tout, latency_s=0.1, finish_reason="stop", choices=["a", "b", "c", "d"])
+
+    rows = [row(True), row(True), row(False), row(False, "unparseable")]
+    (line,) = summarize(rows, price_in=2.0, price_out=10.0, chance_credit=True)
+    assert line["n"] == 4 and line["accuracy"] == 0.5
+    assert abs(line["se"] - (0.5 * 0.5 / 4) ** 0.5) < 1e-9
+    assert line["unparseable_rate"] == 0.25 and line["mean_tokens_out"] == 10
+    assert line["accuracy_chance_credit"] == (2 + 0.25) / 4
+    assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12

@@ -34,13 +34,11 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from cotbench.extract import normalize_number, strip_think
-from cotbench.prompts import PROMPTS_DIR, fill, format_choices
+from cotbench.prompts import fill, format_choices, read_prompt_yaml
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
 from cotbench.solvers.sandbox import Limits, Outcome, run_code
 from cotbench.tasks.base import LETTERS, DataError
@@ -77,13 +75,7 @@ def supports_plan(dataset) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def load_plan_spec(name: str, prompts_dir: str | None = None) -> dict[str, Any]:
-    path = Path(prompts_dir or PROMPTS_DIR) / f"{name}.yaml"
-    if not path.exists():
-        raise DataError(f"plan prompt file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: invalid YAML: {e}") from None
+    spec, path = read_prompt_yaml(name, prompts_dir, what="plan prompt")
     return validate_plan_spec(spec, str(path))
 
 

@@ -20,12 +20,18 @@ def free_port() -> int:
 
 @contextmanager
 def llama_server(model_path: str | Path, alias: str, n_ctx: int = 4096, port: int | None = None,
-                 log: Path | None = None, startup_timeout_s: float = 120.0) -> Iterator[str]:
-    """Yield the base URL (``http://127.0.0.1:PORT/v1``) of a llama_cpp.server serving ``model_path``."""
+                 log: Path | None = None, startup_timeout_s: float = 120.0,
+                 api_key: str | None = None) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT/v1``) of a llama_cpp.server serving ``model_path``.
+
+    With ``api_key`` the server refuses requests without that bearer key (tests that keys are sent, not leaked).
+    """
     port = port or free_port()
     cmd = [sys.executable, "-m", "cotbench.backends.llamacpp_server", "--model", str(model_path),
            "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-           "--seed", "0"]
+           "--seed", "0"] + (["--api_key", api_key] if api_key else [])
+    probe = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
+                                   headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -35,7 +41,7 @@ def llama_server(model_path: str | Path, alias: str, n_ctx: int = 4096, port: in
             if proc.poll() is not None:
                 raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode} (log: {log})")
             try:
-                with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
+                with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:

@@ -115,3 +115,28 @@ def test_summary_accuracy_se_cost_and_chance_credit():
     assert line["unparseable_rate"] == 0.25 and line["mean_tokens_out"] == 10
     assert line["accuracy_chance_credit"] == (2 + 0.25) / 4
     assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12
+
+
+def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, hf_data, tmp_path, capsys):
+    """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
+    import cotbench.harness as harness
+    from cotbench.tasks.base import HubUnavailable
+
+    seen = []
+
+    def fake_run(cfg):
+        seen.append(cfg.data_dir)
+        if cfg.data_dir is None:
+            raise HubUnavailable("gsm8k: cannot load openai/gsm8k from the Hugging Face hub")
+        out = tmp_path / "run"
+        out.mkdir(exist_ok=True)
+        (out / "summary.csv").write_text("model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out\n"
+                                         "m,gsm8k,mathematical,zs_cot,5,0.2,0.17,0.0,100\n")
+        return out
+
+    monkeypatch.delenv("COTBENCH_DATA_DIR", raising=False)
+    monkeypatch.setattr(harness, "run", fake_run)
+    assert main(["run"]) == 0
+    assert seen == [None, str(hf_data)]
+    err = capsys.readouterr()
+    assert "using the local mirror" in err.err and "Full study" in err.out

@@ -15,6 +15,7 @@ import numpy as np
 
 DEFAULT_DB = Path(__file__).resolve().parents[2] / "meta_analysis" / "cot_effects.csv"
 METHOD_CHOICES = ("reml", "ml", "dl", "pm", "he", "sj", "fe")
+RANDOM = "~ 1 | paper_id/effect_id"  # comparisons nested in papers
 
 __all__ = ["register", "load_effects", "pooled_by_group", "pooled_overall"]
 
@@ -47,9 +48,24 @@ def load_effects(path: str | Path | None = None):
 # ----------------------------------------------------------------------------------------------
 # analyses (pure functions of the effects table)
 # ----------------------------------------------------------------------------------------------
+def _fit_model(d, multilevel: bool, method: str, knha: bool = False, mods: str | None = None,
+               level: float = 95):
+    """``rma_mv`` with comparisons nested in papers, or the univariate ``rma``, on columns yi/vi of ``d``.
+
+    ``knha`` selects t/F tests: Knapp-Hartung for ``rma``, k - p df for ``rma_mv``.
+    """
+    from cotbench.meta.models import rma, rma_mv
+
+    yi, vi = d["yi"].to_numpy(), d["vi"].to_numpy()
+    if multilevel:
+        return rma_mv(yi, vi, random=RANDOM, data=d, mods=mods, method=method, test="t" if knha else "z",
+                      level=level)
+    return rma(yi, vi, method=method, mods=mods, data=d, test="knha" if knha else "z", level=level)
+
+
 def _fit_one(d, multilevel: bool, method: str, knha: bool, level: float = 95):
     """Fit one pooled model to rows ``d`` (columns yi, vi, paper_id, effect_id); returns a dict row."""
-    from cotbench.meta.models import rma, rma_mv, robust
+    from cotbench.meta.models import robust
 
     k, papers = len(d), int(d["paper_id"].nunique())
     row: dict[str, Any] = {"k": k, "papers": papers}
@@ -61,13 +77,12 @@ def _fit_one(d, multilevel: bool, method: str, knha: bool, level: float = 95):
                    model="single effect")
         return row, None
     if multilevel and papers >= 2:
-        fit = rma_mv(d["yi"].to_numpy(), d["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=d,
-                     method="ML" if method == "ML" else "REML", test="t" if knha else "z", level=level)
+        fit = _fit_model(d, True, "ML" if method == "ML" else "REML", knha, level=level)
         row.update(sigma2_paper=float(fit.sigma2[0]), sigma2_effect=float(fit.sigma2[1]),
                    model=f"rma_mv {fit.method}")
     else:
         meth = method if not (multilevel and method not in ("REML", "ML")) else "REML"
-        fit = rma(d["yi"].to_numpy(), d["vi"].to_numpy(), method=meth, test="knha" if knha else "z", level=level)
+        fit = _fit_model(d, False, meth, knha, level=level)
         row.update(tau2=fit.tau2, I2=fit.I2, model=f"rma {fit.method}" + (" (1 paper)" if multilevel else ""))
     pr = fit.predict()
     row.update(estimate=fit.estimate, se=float(fit.se[0]), ci_lb=pr["ci_lb"], ci_ub=pr["ci_ub"],
@@ -95,8 +110,6 @@ def pooled_by_group(df, by: str = "category", multilevel: bool = True, method: s
     """
     import pandas as pd
 
-    from cotbench.meta.models import rma, rma_mv
-
     if by not in df.columns:
         raise ValueError(f"--by {by}: the effects table has no column {by!r}")
     if df[by].isna().any():
@@ -111,11 +124,9 @@ def pooled_by_group(df, by: str = "category", multilevel: bool = True, method: s
     if tab.shape[0] >= 2:
         formula = f"C(Q('{by}'))"
         if multilevel and df["paper_id"].nunique() >= 2:
-            mfit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
-                          mods=formula, method="ML" if method == "ML" else "REML", test="t" if knha else "z")
+            mfit = _fit_model(df, True, "ML" if method == "ML" else "REML", knha, mods=formula)
         else:
-            mfit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, mods=formula, data=df,
-                       test="knha" if knha else "z")
+            mfit = _fit_model(df, False, method, knha, mods=formula)
         test = {"QM": mfit.QM, "df": list(mfit.QM_df), "p": mfit.QM_p,
                 "test": "F" if knha else "chi2", "model": type(mfit).__name__}
     return tab, test
@@ -154,6 +165,30 @@ def _clean(obj):
     return obj
 
 
+def _dump_json(obj, out) -> None:
+    json.dump(_clean(obj), out, indent=2, default=_json_default)
+    out.write("\n")
+
+
+def _fit_dict(fit, rob) -> dict:
+    """The fitted model as a dict, with the CR2 coefficient table when there is one."""
+    d = fit.to_dict()
+    if rob is not None:
+        d["cr2"] = rob.to_frame().reset_index().to_dict(orient="records")
+    return d
+
+
+def _write_fit_csv(fit, rob, out) -> None:
+    f = fit.to_frame()
+    if rob is not None:
+        f = f.join(rob.to_frame().add_prefix("cr2_"))
+    f.to_csv(out)
+
+
+def _fit_text(fit, rob) -> str:
+    return fit.summary() + ("\n" + rob.summary() if rob is not None else "")
+
+
 def _table_text(tab) -> str:
     show = ["group", "k", "papers", "estimate", "ci_lb", "ci_ub", "pi_lb", "pi_ub"]
     extra = [c for c in ("cr2_se", "cr2_df", "cr2_ci_lb", "cr2_ci_ub", "sigma2_paper", "sigma2_effect", "tau2")
@@ -163,100 +198,95 @@ def _table_text(tab) -> str:
 
 
 def _cmd_fit(args) -> int:
-    import pandas as pd
-
-    from cotbench.meta.models import rma, rma_mv, robust
-
     df, info = _prepare(args)
     method = args.method.upper()
     if args.multilevel and method not in ("REML", "ML"):
         raise ValueError(f"--multilevel fits by REML or ML, not {args.method}")
-    out = sys.stdout
     note = (f"{info['rows']} effects; n_items imputed for {info['n_imputed']} (median of the same dataset), "
             f"dropped {info['dropped']}; sampling variances with rho = {info['rho']:g} "
             f"({'conservative independent-proportions bound' if info['rho'] == 0 else 'paired approximation'})")
     if args.mods:
         if args.by:
             raise ValueError("give either --by (subgroup fits) or --mods (one meta-regression), not both")
-        if args.multilevel:
-            fit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
-                         mods=args.mods, method=method, test="t" if args.knha else "z")
-        else:
-            fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, mods=args.mods, data=df,
-                      test="knha" if args.knha else "z")
-        rob = robust(fit, df["paper_id"].to_numpy(), type="CR2") if df["paper_id"].nunique() > fit.p else None
-        if args.format == "json":
-            d = fit.to_dict()
-            if rob is not None:
-                d["cr2"] = rob.to_frame().reset_index().to_dict(orient="records")
-            d["data"] = info
-            json.dump(_clean(d), out, indent=2, default=_json_default)
-            out.write("\n")
-        elif args.format == "csv":
-            f = fit.to_frame()
-            if rob is not None:
-                f = f.join(rob.to_frame().add_prefix("cr2_"))
-            f.to_csv(out)
-        else:
-            out.write(fit.summary())
-            if rob is not None:
-                out.write("\n" + rob.summary())
-            else:
-                out.write(f"\nNo cluster-robust (CR2) inference: {df['paper_id'].nunique()} papers for "
-                          f"{fit.p} coefficients.\n")
-            out.write(f"\n{note}\n")
-        return 0
-    if args.by:
-        tab, test = pooled_by_group(df, by=args.by, multilevel=args.multilevel, method=method, knha=args.knha)
-        overall = pooled_overall(df, multilevel=args.multilevel, method=method, knha=args.knha)
-        full = pd.concat([tab, pd.DataFrame([overall])], ignore_index=True)
-        study = None
-        if args.by == "category":
-            from cotbench.meta.summaries import category_summary, top_k_vs_rest
-
-            study = {"categories": category_summary(df).to_dict(orient="records")}
-            if df["category"].nunique() > 3:
-                study["top3_vs_rest"] = top_k_vs_rest(df, k=3)
-        if args.format == "json":
-            json.dump(_clean({"by": args.by, "multilevel": args.multilevel, "method": method,
-                              "rows": tab.to_dict(orient="records"), "overall": overall,
-                              "moderator_test": test, "study_summary": study, "data": info}),
-                      out, indent=2, default=_json_default)
-            out.write("\n")
-        elif args.format == "csv":
-            full.to_csv(out, index=False)
-        else:
-            kind = "multilevel (~ 1 | paper/effect)" if args.multilevel else "random-effects"
-            out.write(f"Pooled CoT − direct (accuracy points) by {args.by}: {kind}, {method}"
-                      f"{', Knapp-Hartung' if args.knha else ''}\n")
-            out.write("CI: model-based 95%; PI: 95% prediction interval; cr2_*: cluster-robust (CR2) by paper,"
-                      " Satterthwaite df\n\n")
-            out.write(_table_text(full) + "\n")
-            if test:
-                stat = "F" if test["test"] == "F" else "QM"
-                model = "multilevel meta-regression" if test["model"] == "MvResult" else "meta-regression"
-                pv = "p < .0001" if test["p"] < 1e-4 else f"p = {test['p']:.4f}"
-                out.write(f"\nTest of {args.by} differences ({model}, model-based): {stat}(df = "
-                          f"{', '.join(map(str, test['df']))}) = {test['QM']:.2f}, {pv}\n")
-            if study:
-                cs = pd.DataFrame(study["categories"])[
-                    ["category", "n_effects", "n_papers", "mean_delta", "median_delta", "paper_mean_delta"]]
-                out.write("\nThe study's unweighted summaries (mean over comparisons; paper_mean: mean of per-paper"
-                          " means):\n")
-                out.write(cs.to_string(index=False, float_format=lambda x: f"{x:.2f}") + "\n")
-                if "top3_vs_rest" in study:
-                    t3 = study["top3_vs_rest"]
-                    out.write(f"Top 3 ({', '.join(t3['top_categories'])}): paper-mean delta "
-                              f"{t3['top']['paper_mean_delta']:.2f} vs {t3['rest']['paper_mean_delta']:.2f} for the rest "
-                              f"(comparison means {t3['top']['mean_delta']:.2f} vs {t3['rest']['mean_delta']:.2f})\n")
-            out.write(f"\n{note}\n")
-        return 0
-    # one overall model
-    if args.multilevel:
-        fit = rma_mv(df["yi"].to_numpy(), df["vi"].to_numpy(), random="~ 1 | paper_id/effect_id", data=df,
-                     method=method, test="t" if args.knha else "z")
+        _fit_regression(args, df, info, method, note, sys.stdout)
+    elif args.by:
+        _fit_subgroups(args, df, info, method, note, sys.stdout)
     else:
-        fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=method, test="knha" if args.knha else "z")
+        _fit_overall(args, df, info, method, note, sys.stdout)
+    return 0
+
+
+def _fit_regression(args, df, info: dict, method: str, note: str, out) -> None:
+    """``meta fit --mods``: one meta-regression, with CR2-by-paper inference when there are enough papers."""
+    from cotbench.meta.models import robust
+
+    fit = _fit_model(df, args.multilevel, method, args.knha, mods=args.mods)
+    rob = robust(fit, df["paper_id"].to_numpy(), type="CR2") if df["paper_id"].nunique() > fit.p else None
+    if args.format == "json":
+        _dump_json({**_fit_dict(fit, rob), "data": info}, out)
+    elif args.format == "csv":
+        _write_fit_csv(fit, rob, out)
+    else:
+        out.write(_fit_text(fit, rob))
+        if rob is None:
+            out.write(f"\nNo cluster-robust (CR2) inference: {df['paper_id'].nunique()} papers for "
+                      f"{fit.p} coefficients.\n")
+        out.write(f"\n{note}\n")
+
+
+def _fit_subgroups(args, df, info: dict, method: str, note: str, out) -> None:
+    """``meta fit --by COLUMN``: pooled fits per group, the overall fit and the test of group differences."""
+    import pandas as pd
+
+    tab, test = pooled_by_group(df, by=args.by, multilevel=args.multilevel, method=method, knha=args.knha)
+    overall = pooled_overall(df, multilevel=args.multilevel, method=method, knha=args.knha)
+    full = pd.concat([tab, pd.DataFrame([overall])], ignore_index=True)
+    study = None
+    if args.by == "category":
+        from cotbench.meta.summaries import category_summary, top_k_vs_rest
+
+        study = {"categories": category_summary(df).to_dict(orient="records")}
+        if df["category"].nunique() > 3:
+            study["top3_vs_rest"] = top_k_vs_rest(df, k=3)
+    if args.format == "json":
+        _dump_json({"by": args.by, "multilevel": args.multilevel, "method": method,
+                    "rows": tab.to_dict(orient="records"), "overall": overall,
+                    "moderator_test": test, "study_summary": study, "data": info}, out)
+        return
+    if args.format == "csv":
+        full.to_csv(out, index=False)
+        return
+    kind = "multilevel (~ 1 | paper/effect)" if args.multilevel else "random-effects"
+    out.write(f"Pooled CoT − direct (accuracy points) by {args.by}: {kind}, {method}"
+              f"{', Knapp-Hartung' if args.knha else ''}\n")
+    out.write("CI: model-based 95%; PI: 95% prediction interval; cr2_*: cluster-robust (CR2) by paper,"
+              " Satterthwaite df\n\n")
+    out.write(_table_text(full) + "\n")
+    if test:
+        stat = "F" if test["test"] == "F" else "QM"
+        model = "multilevel meta-regression" if test["model"] == "MvResult" else "meta-regression"
+        pv = "p < .0001" if test["p"] < 1e-4 else f"p = {test['p']:.4f}"
+        out.write(f"\nTest of {args.by} differences ({model}, model-based): {stat}(df = "
+                  f"{', '.join(map(str, test['df']))}) = {test['QM']:.2f}, {pv}\n")
+    if study:
+        cs = pd.DataFrame(study["categories"])[
+            ["category", "n_effects", "n_papers", "mean_delta", "median_delta", "paper_mean_delta"]]
+        out.write("\nThe study's unweighted summaries (mean over comparisons; paper_mean: mean of per-paper"
+                  " means):\n")
+        out.write(cs.to_string(index=False, float_format=lambda x: f"{x:.2f}") + "\n")
+        if "top3_vs_rest" in study:
+            t3 = study["top3_vs_rest"]
+            out.write(f"Top 3 ({', '.join(t3['top_categories'])}): paper-mean delta "
+                      f"{t3['top']['paper_mean_delta']:.2f} vs {t3['rest']['paper_mean_delta']:.2f} for the rest "
+                      f"(comparison means {t3['top']['mean_delta']:.2f} vs {t3['rest']['mean_delta']:.2f})\n")
+    out.write(f"\n{note}\n")
+
+
+def _fit_overall(args, df, info: dict, method: str, note: str, out) -> None:
+    """``meta fit``: one pooled model over all rows, CR2 by paper, and with ``--bias`` the bias checks."""
+    from cotbench.meta.models import robust
+
+    fit = _fit_model(df, args.multilevel, method, args.knha)
     rob = robust(fit, df["paper_id"].to_numpy(), type="CR2") if df["paper_id"].nunique() >= 2 else None
     extra: dict[str, Any] = {}
     if args.bias:
@@ -265,18 +295,9 @@ def _cmd_fit(args) -> int:
         uni = "REML" if method in ("REML", "ML") or args.multilevel else method
         extra["egger"] = egger_test(df["yi"], df["vi"], model="rma", method=uni)
         extra["trimfill"] = trimfill(df["yi"], df["vi"], method=uni)
-
-        def refit(sub):
-            if args.multilevel:
-                return rma_mv(sub["yi"].to_numpy(), sub["vi"].to_numpy(), random="~ 1 | paper_id/effect_id",
-                              data=sub, method=method)
-            return rma(sub["yi"].to_numpy(), sub["vi"].to_numpy(), method=method)
-
-        extra["loo"] = leave_one_out(df, "paper_id", refit)
+        extra["loo"] = leave_one_out(df, "paper_id", lambda sub: _fit_model(sub, args.multilevel, method))
     if args.format == "json":
-        d = fit.to_dict()
-        if rob is not None:
-            d["cr2"] = rob.to_frame().reset_index().to_dict(orient="records")
+        d = _fit_dict(fit, rob)
         if args.bias:
             tf = extra["trimfill"]
             d["egger"] = extra["egger"].to_dict()
@@ -284,17 +305,11 @@ def _cmd_fit(args) -> int:
                              "ci_lb": float(tf.fit.ci_lb[0]), "ci_ub": float(tf.fit.ci_ub[0])}
             d["leave_one_out"] = extra["loo"].to_dict(orient="records")
         d["data"] = info
-        json.dump(_clean(d), out, indent=2, default=_json_default)
-        out.write("\n")
+        _dump_json(d, out)
     elif args.format == "csv":
-        f = fit.to_frame()
-        if rob is not None:
-            f = f.join(rob.to_frame().add_prefix("cr2_"))
-        f.to_csv(out)
+        _write_fit_csv(fit, rob, out)
     else:
-        out.write(fit.summary())
-        if rob is not None:
-            out.write("\n" + rob.summary())
+        out.write(_fit_text(fit, rob))
         if args.bias:
             out.write("\n" + extra["egger"].summary())
             tf = extra["trimfill"]
@@ -306,7 +321,6 @@ def _cmd_fit(args) -> int:
             out.write(f"Leave-one-paper-out: estimate ranges {lo['estimate']:.2f} (without {lo['paper_id']}) "
                       f"to {hi['estimate']:.2f} (without {hi['paper_id']})\n")
         out.write(f"\n{note}\n")
-    return 0
 
 
 def _cmd_plot(args) -> int:
@@ -323,9 +337,8 @@ def _cmd_plot(args) -> int:
                      title=f"Pooled CoT effect by {args.by} ({kind})")
     else:
         from cotbench.meta.bias import trimfill
-        from cotbench.meta.models import rma
 
-        fit = rma(df["yi"].to_numpy(), df["vi"].to_numpy(), method=args.method.upper())
+        fit = _fit_model(df, False, args.method.upper())
         tf = trimfill(df["yi"], df["vi"], method=args.method.upper()) if args.trimfill else None
         plots.funnel(df["yi"], df["vi"], fit.estimate, out=args.out,
                      filled_yi=tf.yi_filled if tf else (), filled_vi=tf.vi_filled if tf else (),

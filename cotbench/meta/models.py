@@ -1,10 +1,15 @@
-"""Random- and mixed-effects meta-analytic models in the style of R's metafor.
+"""Random- and mixed-effects meta-analytic models in the style of R's metafor: the public entry points.
 
 ``rma`` fits the univariate model ``y_i = x_i'b + u_i + e_i`` with ``u_i ~ N(0, tau^2)`` and known
 sampling variances ``v_i`` (metafor's ``rma.uni``). ``rma_mv`` fits the multilevel model with nested
 random intercepts, e.g. comparisons nested in papers (metafor's ``rma.mv(yi, vi, random = ~ 1 |
 paper/effect)``), and ``robust`` gives cluster-robust CR1 or CR2 inference with Satterthwaite degrees
 of freedom as in clubSandwich.
+
+Where things are: this module holds the design matrices, the univariate tau^2 estimators, the
+coefficient inference both result classes share (``_Coefficients``) and ``rma``/``subgroups``;
+``multilevel.py`` holds ``rma_mv``/``MvResult``, ``robust.py`` holds ``robust``/``RobustResult``. All
+are importable from here.
 
 The formulas follow the metafor documentation and the papers it cites (DerSimonian & Laird 1986;
 Paule & Mandel 1982; Sidik & Jonkman 2005; Viechtbauer 2005, 2007; Knapp & Hartung 2003;
@@ -13,22 +18,25 @@ Pustejovsky & Tipton 2018). Agreement with metafor's published output is checked
 """
 from __future__ import annotations
 
+import importlib
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 from scipy import linalg, optimize, stats
+
+if TYPE_CHECKING:
+    from cotbench.meta.multilevel import MvResult, rma_mv
+    from cotbench.meta.robust import RobustResult, robust
 
 __all__ = ["rma", "rma_mv", "robust", "subgroups", "RmaResult", "MvResult", "RobustResult", "METHODS"]
 
 METHODS = ("FE", "EE", "DL", "HE", "SJ", "PM", "ML", "REML")
 _LOG2PI = math.log(2 * math.pi)
 
-
 # ----------------------------------------------------------------------------------------------
-# design matrices
+# input checks and design matrices
 # ----------------------------------------------------------------------------------------------
 def design_matrix(mods: Any, data: Any, k: int, intercept: bool = True) -> tuple[np.ndarray, list[str]]:
     """Moderator matrix from None, an array, a DataFrame or a patsy formula (e.g. ``"category + shots"``)."""
@@ -97,7 +105,12 @@ def _single_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _check_yv(yi, vi) -> tuple[np.ndarray, np.ndarray]:
+def _check_yv(yi, vi, data: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Effects and sampling variances as float arrays (either may be a column name of ``data``)."""
+    if isinstance(yi, str):
+        yi = data[yi]
+    if isinstance(vi, str):
+        vi = data[vi]
     y = np.asarray(yi, dtype=float).ravel()
     v = np.asarray(vi, dtype=float).ravel()
     if y.shape != v.shape:
@@ -111,8 +124,20 @@ def _check_yv(yi, vi) -> tuple[np.ndarray, np.ndarray]:
     return y, v
 
 
+
+def _codes(values: Any, name: str) -> np.ndarray:
+    """Integer codes for the labels of a grouping factor (random effects, clusters)."""
+    import pandas as pd
+
+    arr = np.asarray(values, dtype=object)
+    if pd.isna(arr).any():
+        raise ValueError(f"random-effects factor {name!r} has missing values")
+    _, inv = np.unique(arr.astype(str), return_inverse=True)
+    return inv.astype(np.int64)
+
+
 # ----------------------------------------------------------------------------------------------
-# weighted least squares pieces shared by the estimators
+# univariate estimation: weighted least squares, the tau^2 estimators and the Q-profile CI
 # ----------------------------------------------------------------------------------------------
 def _wls(y: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """b, (X'WX)^-1 and residuals for diagonal weights w."""
@@ -234,8 +259,37 @@ def _tau2_estimate(y, X, v, method: str) -> tuple[float, float | None, int]:
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
+def _qprofile(y, X, v, alpha: float) -> tuple[float, float]:
+    """Q-profile CI for tau^2: the tau^2 values where the generalised Q hits chi^2 quantiles."""
+    k, p = X.shape
+    df = k - p
+    if df < 1:
+        return (float("nan"), float("nan"))
+    q_lo = stats.chi2.ppf(1 - alpha / 2, df)  # defines the lower bound
+    q_hi = stats.chi2.ppf(alpha / 2, df)  # defines the upper bound
+    q0 = _qgen(y, X, v, 0.0)
+
+    def solve(target):
+        if q0 < target:
+            return 0.0
+        hi = max(100.0, 10 * float(np.var(y)))
+        while _qgen(y, X, v, hi) > target:
+            hi *= 10
+        return float(optimize.brentq(lambda t: _qgen(y, X, v, t) - target, 0.0, hi, xtol=1e-12, rtol=1e-12))
+
+    return solve(q_lo), solve(q_hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared by the fitted models: coefficient tests, intervals, predictions and the printed table
+# ----------------------------------------------------------------------------------------------
 def _fmt_p(p: float) -> str:
     return "<.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _pval_text(p: float) -> str:
+    """The p-value as metafor prints it after a test statistic: '< .0001' or '= 0.1234'."""
+    return "< .0001" if p < 1e-4 else "= " + format(p, ".4f")
 
 
 def _stars(p: float) -> str:
@@ -262,12 +316,16 @@ def _coef_table(names, b, se, stat, pval, lb, ub, statname) -> str:
     return df.to_string()
 
 
-# ----------------------------------------------------------------------------------------------
-# univariate model
-# ----------------------------------------------------------------------------------------------
 @dataclass
-class RmaResult:
-    """A fitted (mixed-effects) meta-analytic model; fields mirror metafor's rma.uni object."""
+class _Coefficients:
+    """Coefficient inference shared by :class:`RmaResult` and ``MvResult``.
+
+    Subclasses add ``beta``, ``vb``, ``QE``/``QE_df``/``QE_p`` and ``QM``/``QM_df``/``QM_p``/``btt``. Two
+    hooks: ``_t_test`` is the value of ``test`` under which coefficients get t tests with k - p df (z tests
+    otherwise), and ``_pi_variance()`` is the heterogeneity variance that widens the prediction interval.
+    """
+
+    _t_test: ClassVar[str]
 
     method: str
     test: str
@@ -276,23 +334,9 @@ class RmaResult:
     vi: np.ndarray
     X: np.ndarray
     coef_names: list[str]
-    beta: np.ndarray
-    vb: np.ndarray
-    tau2: float
-    se_tau2: float | None
-    QE: float
-    QE_df: int
-    QE_p: float
-    I2: float
-    H2: float
-    vt: float  # 'typical' sampling variance used for I^2 and H^2
-    QM: float | None
-    QM_df: tuple[int, ...] | None
-    QM_p: float | None
-    btt: list[int] | None
-    R2: float | None
-    iterations: int = 0
-    ci_tau2: tuple[float, float] | None = field(default=None, repr=False)
+
+    def _pi_variance(self) -> float:
+        raise NotImplementedError
 
     @property
     def k(self) -> int:
@@ -308,7 +352,7 @@ class RmaResult:
 
     @property
     def df(self) -> int | None:
-        return self.k - self.p if self.test == "knha" else None
+        return self.k - self.p if self.test == self._t_test else None
 
     def _crit(self) -> float:
         a = 1 - self.level / 100
@@ -317,6 +361,10 @@ class RmaResult:
     @property
     def stat(self) -> np.ndarray:
         return self.beta / self.se
+
+    @property
+    def _stat_name(self) -> str:
+        return "tval" if self.df else "zval"
 
     @property
     def pval(self) -> np.ndarray:
@@ -336,14 +384,11 @@ class RmaResult:
         """The pooled estimate (first coefficient); for models with moderators, the intercept."""
         return float(self.beta[0])
 
-    @property
-    def weights(self) -> np.ndarray:
-        """Model weights in percent, as metafor's weights()."""
-        w = 1.0 / (self.vi + self.tau2)
-        return 100 * w / w.sum()
-
     def predict(self, newmods: Sequence[float] | None = None) -> dict[str, float]:
-        """Predicted average effect with CI and prediction interval (metafor's predict.rma)."""
+        """Predicted average effect with CI and prediction interval (metafor's predict.rma).
+
+        The prediction interval adds all heterogeneity (tau^2, or the sum of the variance components).
+        """
         if newmods is None:
             if self.p != 1:
                 raise ValueError("model has moderators: give newmods (without the intercept)")
@@ -357,7 +402,7 @@ class RmaResult:
         pred = float(x @ self.beta)
         se = float(math.sqrt(x @ self.vb @ x))
         c = self._crit()
-        spi = math.sqrt(se**2 + self.tau2)
+        spi = math.sqrt(se**2 + self._pi_variance())
         return {
             "pred": pred,
             "se": se,
@@ -366,6 +411,86 @@ class RmaResult:
             "pi_lb": pred - c * spi,
             "pi_ub": pred + c * spi,
         }
+
+    def to_frame(self):
+        """Coefficient table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "estimate": self.beta,
+                "se": self.se,
+                self._stat_name: self.stat,
+                "pval": self.pval,
+                "ci_lb": self.ci_lb,
+                "ci_ub": self.ci_ub,
+            },
+            index=pd.Index(self.coef_names, name="term"),
+        )
+
+    def _tests_and_coefficients(self, prediction_interval: bool) -> list[str]:
+        """The printout from the heterogeneity test on: moderator test, coefficients, prediction interval."""
+        mods = self.QM is not None
+        lines = ["Test for Residual Heterogeneity:" if mods else "Test for Heterogeneity:"]
+        lines.append(f"{'QE' if mods else 'Q'}(df = {self.QE_df}) = {self.QE:.4f}, p-val {_pval_text(self.QE_p)}")
+        if mods and self.btt:
+            coefs = ",".join(str(i + 1) for i in self.btt)
+            lines += ["", f"Test of Moderators (coefficients {coefs}):"]
+            pv = _pval_text(self.QM_p)
+            if self.test == self._t_test:
+                lines.append(f"F(df1 = {self.QM_df[0]}, df2 = {self.QM_df[1]}) = {self.QM:.4f}, p-val {pv}")
+            else:
+                lines.append(f"QM(df = {self.QM_df[0]}) = {self.QM:.4f}, p-val {pv}")
+        lines += ["", "Model Results:", ""]
+        lines.append(_coef_table(self.coef_names, self.beta, self.se, self.stat, self.pval, self.ci_lb,
+                                 self.ci_ub, self._stat_name))
+        if prediction_interval:
+            pr = self.predict()
+            lines += ["", f"Prediction interval ({self.level:g}%): [{pr['pi_lb']:.4f}, {pr['pi_ub']:.4f}]"]
+        return lines
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+# ----------------------------------------------------------------------------------------------
+# univariate model
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RmaResult(_Coefficients):
+    """A fitted (mixed-effects) meta-analytic model; fields mirror metafor's rma.uni object."""
+
+    beta: np.ndarray
+    vb: np.ndarray
+    tau2: float
+    se_tau2: float | None
+    QE: float
+    QE_df: int
+    QE_p: float
+    I2: float
+    H2: float
+    vt: float  # 'typical' sampling variance used for I^2 and H^2
+    QM: float | None
+    QM_df: tuple[int, ...] | None
+    QM_p: float | None
+    btt: list[int] | None
+    R2: float | None
+    iterations: int = 0
+    ci_tau2: tuple[float, float] | None = field(default=None, repr=False)
+
+    _t_test = "knha"  # Knapp-Hartung: t and F tests with k - p df
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Model weights in percent, as metafor's weights()."""
+        w = 1.0 / (self.vi + self.tau2)
+        return 100 * w / w.sum()
+
+    def _pi_variance(self) -> float:
+        return self.tau2
 
     def confint(self) -> dict[str, tuple[float, float, float]]:
         """Q-profile confidence intervals for tau^2, tau, I^2 and H^2 (Viechtbauer 2007)."""
@@ -387,21 +512,13 @@ class RmaResult:
             "H^2": (self.H2, h2(lo), h2(hi)),
         }
 
-    def to_frame(self):
-        """Coefficient table as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "estimate": self.beta,
-                "se": self.se,
-                ("tval" if self.df else "zval"): self.stat,
-                "pval": self.pval,
-                "ci_lb": self.ci_lb,
-                "ci_ub": self.ci_ub,
-            },
-            index=pd.Index(self.coef_names, name="term"),
-        )
+    def _cluster_blocks(self, cl: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Rows, fitted marginal covariance and model-based vb per cluster (the CR2 working model)."""
+        order = np.argsort(cl, kind="stable")
+        idx_list = np.split(order, np.flatnonzero(np.diff(cl[order])) + 1)
+        Phi = [np.diag(self.vi[idx] + self.tau2) for idx in idx_list]
+        w = 1.0 / (self.vi + self.tau2)
+        return idx_list, Phi, linalg.inv((self.X.T * w) @ self.X)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -450,53 +567,8 @@ class RmaResult:
             lines.append(f"I^2 ({what} heterogeneity / total variability):   {self.I2:.2f}%")
             lines.append(f"H^2 (total variability / sampling variability):  {self.H2:.2f}")
         lines.append("")
-        lines.append("Test for Residual Heterogeneity:" if mods else "Test for Heterogeneity:")
-        q = "QE" if mods else "Q"
-        lines.append(f"{q}(df = {self.QE_df}) = {self.QE:.4f}, p-val {'< .0001' if self.QE_p < 1e-4 else '= ' + format(self.QE_p, '.4f')}")
-        if mods and self.btt:
-            lines.append("")
-            coefs = ",".join(str(i + 1) for i in self.btt)
-            lines.append(f"Test of Moderators (coefficients {coefs}):")
-            pv = "< .0001" if self.QM_p < 1e-4 else "= " + format(self.QM_p, ".4f")
-            if self.test == "knha":
-                d1, d2 = self.QM_df
-                lines.append(f"F(df1 = {d1}, df2 = {d2}) = {self.QM:.4f}, p-val {pv}")
-            else:
-                lines.append(f"QM(df = {self.QM_df[0]}) = {self.QM:.4f}, p-val {pv}")
-        lines += ["", "Model Results:", ""]
-        lines.append(
-            _coef_table(self.coef_names, self.beta, self.se, self.stat, self.pval, self.ci_lb, self.ci_ub,
-                        "tval" if self.df else "zval")
-        )
-        if self.p == 1 and not fe:
-            pr = self.predict()
-            lines.append("")
-            lines.append(f"Prediction interval ({self.level:g}%): [{pr['pi_lb']:.4f}, {pr['pi_ub']:.4f}]")
+        lines += self._tests_and_coefficients(prediction_interval=self.p == 1 and not fe)
         return "\n".join(lines) + "\n"
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def _qprofile(y, X, v, alpha: float) -> tuple[float, float]:
-    """Q-profile CI for tau^2: the tau^2 values where the generalised Q hits chi^2 quantiles."""
-    k, p = X.shape
-    df = k - p
-    if df < 1:
-        return (float("nan"), float("nan"))
-    q_lo = stats.chi2.ppf(1 - alpha / 2, df)  # defines the lower bound
-    q_hi = stats.chi2.ppf(alpha / 2, df)  # defines the upper bound
-    q0 = _qgen(y, X, v, 0.0)
-
-    def solve(target):
-        if q0 < target:
-            return 0.0
-        hi = max(100.0, 10 * float(np.var(y)))
-        while _qgen(y, X, v, hi) > target:
-            hi *= 10
-        return float(optimize.brentq(lambda t: _qgen(y, X, v, t) - target, 0.0, hi, xtol=1e-12, rtol=1e-12))
-
-    return solve(q_lo), solve(q_hi)
 
 
 def rma(
@@ -527,11 +599,7 @@ def rma(
         raise ValueError(f"test must be 'z' or 'knha', got {test!r}")
     if test == "t":
         test = "knha"
-    if isinstance(yi, str):
-        yi = data[yi]
-    if isinstance(vi, str):
-        vi = data[vi]
-    y, v = _check_yv(yi, vi)
+    y, v = _check_yv(yi, vi, data)
     k = y.size
     if k < 1:
         raise ValueError("no effects to pool")
@@ -632,555 +700,19 @@ def subgroups(yi, vi, groups, method: str = "REML", test: str = "z", level: floa
 
 
 # ----------------------------------------------------------------------------------------------
-# multilevel model with nested random intercepts
+# re-exports: rma_mv / MvResult and robust / RobustResult build on this module, so importing them
+# here at load time would be circular; they are loaded on first access instead (PEP 562)
 # ----------------------------------------------------------------------------------------------
-def _parse_random(random: Any) -> list[str]:
-    """'~ 1 | paper/effect' or ['paper', 'effect'] -> ['paper', 'effect'] (outer to inner)."""
-    if isinstance(random, str):
-        m = re.fullmatch(r"\s*~?\s*1\s*\|\s*(.+?)\s*", random)
-        if not m:
-            raise ValueError(f"random must look like '~ 1 | paper/effect', got {random!r}")
-        parts = [s.strip() for s in m.group(1).split("/")]
-    else:
-        parts = [str(s) for s in random]
-    if not parts or any(not s for s in parts):
-        raise ValueError(f"random: empty grouping factor in {random!r}")
-    return parts
+_ELSEWHERE = {"rma_mv": "multilevel", "MvResult": "multilevel", "robust": "robust", "RobustResult": "robust"}
 
 
-class _Blocks:
-    """Block-diagonal marginal covariance M = diag(v) + sum_j sigma2_j Z_j Z_j' (blocks = outer factor)."""
-
-    def __init__(self, v: np.ndarray, codes: list[np.ndarray]):
-        self.v = v
-        self.ncomp = len(codes)
-        outer = codes[0]
-        order = np.argsort(outer, kind="stable")
-        bounds = np.flatnonzero(np.diff(outer[order])) + 1
-        self.index = np.split(order, bounds)
-        self.G = [
-            [(c[idx][:, None] == c[idx][None, :]).astype(float) for c in codes] for idx in self.index
-        ]
-
-    def inverses(self, theta):
-        out = []
-        logdet = 0.0
-        for idx, Gs in zip(self.index, self.G):
-            M = np.diag(self.v[idx]).copy()
-            for t, G in zip(theta, Gs):
-                M += t * G
-            c = linalg.cho_factor(M, lower=True)
-            logdet += 2 * float(np.sum(np.log(np.diag(c[0]))))
-            out.append(linalg.cho_solve(c, np.eye(idx.size)))
-        return out, logdet
-
-    def matrices(self, theta):
-        Ms = []
-        for idx, Gs in zip(self.index, self.G):
-            M = np.diag(self.v[idx]).copy()
-            for t, G in zip(theta, Gs):
-                M += t * G
-            Ms.append(M)
-        return Ms
+def __getattr__(name: str) -> Any:
+    if name in _ELSEWHERE:
+        value = getattr(importlib.import_module(f"cotbench.meta.{_ELSEWHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _mv_pieces(y, X, B: _Blocks, theta, reml: bool, want_derivs: bool):
-    k, p = X.shape
-    Minv, logdet = B.inverses(theta)
-    Xs = np.empty_like(X)
-    ys = np.empty_like(y)
-    for idx, Mi in zip(B.index, Minv):
-        Xs[idx] = Mi @ X[idx]
-        ys[idx] = Mi @ y[idx]
-    A = X.T @ Xs
-    cA = linalg.cho_factor(A)
-    b = linalg.cho_solve(cA, X.T @ ys)
-    r = y - X @ b
-    Pr = ys - Xs @ b  # M^-1 r = P y
-    rPr = float(r @ Pr)
-    logdetA = 2 * float(np.sum(np.log(np.diag(cA[0]))))
-    if reml:
-        ll = -0.5 * (k - p) * _LOG2PI + 0.5 * np.linalg.slogdet(X.T @ X)[1] - 0.5 * logdet - 0.5 * logdetA - 0.5 * rPr
-    else:
-        ll = -0.5 * k * _LOG2PI - 0.5 * logdet - 0.5 * rPr
-    out = {"ll": float(ll), "b": b, "vb": linalg.cho_solve(cA, np.eye(p)), "r": r, "Minv": Minv, "Xs": Xs}
-    if not want_derivs:
-        return out
-    q = B.ncomp
-    Ainv = out["vb"]
-    score = np.zeros(q)
-    info = np.zeros((q, q))
-    tr_MG = np.zeros(q)
-    C = [np.zeros((p, p)) for _ in range(q)]
-    D = [[np.zeros((p, p)) for _ in range(q)] for _ in range(q)]
-    quad = np.zeros(q)
-    trMGMG = np.zeros((q, q))
-    for idx, Mi, Gs in zip(B.index, Minv, B.G):
-        Xb = Xs[idx]
-        prb = Pr[idx]
-        MG = [Mi @ G for G in Gs]
-        for j in range(q):
-            tr_MG[j] += np.trace(MG[j])
-            quad[j] += prb @ Gs[j] @ prb
-            if reml:
-                C[j] += Xb.T @ Gs[j] @ Xb
-            for l in range(j, q):
-                trMGMG[j, l] += np.sum(MG[j] * MG[l].T)
-                if reml:
-                    D[j][l] += Xb.T @ Gs[j] @ MG[l] @ Xb
-    for j in range(q):
-        trPG = tr_MG[j] - (np.trace(Ainv @ C[j]) if reml else 0.0)
-        score[j] = -0.5 * trPG + 0.5 * quad[j]
-        for l in range(j, q):
-            val = trMGMG[j, l]
-            if reml:
-                val += -2 * np.trace(Ainv @ D[j][l]) + np.trace(Ainv @ C[j] @ Ainv @ C[l])
-            info[j, l] = info[l, j] = 0.5 * val
-    out["score"], out["info"] = score, info
-    return out
-
-
-def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[int, float] | None = None,
-                 tol: float = 1e-10, maxiter: int = 500):
-    """Fisher scoring over sigma^2 >= 0 with step halving; components in ``fixed`` are held."""
-    fixed = fixed or {}
-    theta = np.maximum(np.asarray(start, dtype=float), 0.0)
-    for j, val in fixed.items():
-        theta[j] = val
-    cur = _mv_pieces(y, X, B, theta, reml, want_derivs=True)
-    for it in range(1, maxiter + 1):
-        s, I = cur["score"], cur["info"]
-        free = np.array([j not in fixed and not (theta[j] <= 0 and s[j] <= 0) for j in range(theta.size)])
-        if not free.any():
-            return theta, cur, it
-        step = np.zeros_like(theta)
-        try:
-            step[free] = linalg.solve(I[np.ix_(free, free)], s[free], assume_a="pos")
-        except (linalg.LinAlgError, ValueError):
-            step[free] = s[free] / np.maximum(np.diag(I)[free], 1e-12)
-        t = 1.0
-        while True:
-            new = np.maximum(theta + t * step, 0.0)
-            cand = _mv_pieces(y, X, B, new, reml, want_derivs=False)
-            if cand["ll"] >= cur["ll"] - 1e-12 or t < 1e-10:
-                break
-            t /= 2
-        done = np.max(np.abs(new - theta) / (1 + np.abs(theta))) <= tol
-        theta = new
-        cur = _mv_pieces(y, X, B, theta, reml, want_derivs=True)
-        if done:
-            return theta, cur, it
-    raise RuntimeError(f"multilevel {'REML' if reml else 'ML'} fit did not converge in {maxiter} iterations")
-
-
-@dataclass
-class MvResult:
-    """A fitted multilevel meta-analytic model (metafor's rma.mv with nested random intercepts)."""
-
-    method: str
-    test: str
-    level: float
-    yi: np.ndarray
-    vi: np.ndarray
-    X: np.ndarray
-    coef_names: list[str]
-    factors: list[str]
-    codes: list[np.ndarray]
-    nlvls: list[int]
-    sigma2: np.ndarray
-    beta: np.ndarray
-    vb: np.ndarray
-    logLik: float
-    QE: float
-    QE_df: int
-    QE_p: float
-    QM: float | None
-    QM_df: tuple[int, ...] | None
-    QM_p: float | None
-    btt: list[int] | None
-    iterations: int
-    _blocks: _Blocks = field(repr=False)
-
-    @property
-    def k(self) -> int:
-        return int(self.yi.size)
-
-    @property
-    def p(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.vb))
-
-    @property
-    def df(self) -> int | None:
-        return self.k - self.p if self.test == "t" else None
-
-    def _crit(self) -> float:
-        a = 1 - self.level / 100
-        return float(stats.t.ppf(1 - a / 2, self.df) if self.df else stats.norm.ppf(1 - a / 2))
-
-    @property
-    def stat(self) -> np.ndarray:
-        return self.beta / self.se
-
-    @property
-    def pval(self) -> np.ndarray:
-        s = np.abs(self.stat)
-        return 2 * (stats.t.sf(s, self.df) if self.df else stats.norm.sf(s))
-
-    @property
-    def ci_lb(self) -> np.ndarray:
-        return self.beta - self._crit() * self.se
-
-    @property
-    def ci_ub(self) -> np.ndarray:
-        return self.beta + self._crit() * self.se
-
-    @property
-    def estimate(self) -> float:
-        return float(self.beta[0])
-
-    @property
-    def sigma2_names(self) -> list[str]:
-        return ["/".join(self.factors[: j + 1]) for j in range(len(self.factors))]
-
-    def predict(self, newmods: Sequence[float] | None = None) -> dict[str, float]:
-        """Average effect with CI and a prediction interval that adds all variance components."""
-        if newmods is None:
-            if self.p != 1:
-                raise ValueError("model has moderators: give newmods (without the intercept)")
-            x = np.ones(1)
-        else:
-            x = np.asarray(newmods, dtype=float).ravel()
-            if x.size == self.p - 1 and self.coef_names[0] == "intrcpt":
-                x = np.concatenate([[1.0], x])
-            if x.size != self.p:
-                raise ValueError(f"newmods needs {self.p - 1} values, got {x.size}")
-        pred = float(x @ self.beta)
-        se = float(math.sqrt(x @ self.vb @ x))
-        c = self._crit()
-        spi = math.sqrt(se**2 + float(np.sum(self.sigma2)))
-        return {"pred": pred, "se": se, "ci_lb": pred - c * se, "ci_ub": pred + c * se,
-                "pi_lb": pred - c * spi, "pi_ub": pred + c * spi}
-
-    def confint(self, component: int | None = None) -> dict[str, tuple[float, float, float]]:
-        """Profile-likelihood CIs for the variance components (as metafor's confint.rma.mv)."""
-        with _single_thread():
-            return self._confint(component)
-
-    def _confint(self, component: int | None) -> dict[str, tuple[float, float, float]]:
-        comps = range(self.sigma2.size) if component is None else [component]
-        reml = self.method == "REML"
-        y, X, B = self.yi, self.X, self._blocks
-        crit = 0.5 * stats.chi2.ppf(self.level / 100, 1)
-        out = {}
-        for j in comps:
-            est = float(self.sigma2[j])
-
-            def drop(val, j=j):
-                th, cur, _ = _mv_optimise(y, X, B, reml, self.sigma2.copy(), fixed={j: val})
-                return self.logLik - cur["ll"] - crit
-
-            xtol = 1e-7 * max(est, 1e-4)  # far below the 4 printed decimals
-            lo = 0.0
-            if drop(0.0) > 0:
-                lo = float(optimize.brentq(drop, 0.0, max(est, 1e-12), xtol=xtol))
-            hi_end = max(10.0, 100 * est)
-            hi = float("inf")
-            if drop(hi_end) > 0:
-                hi = float(optimize.brentq(drop, est, hi_end, xtol=xtol))
-            out[f"sigma^2.{j + 1}"] = (est, lo, hi)
-            out[f"sigma.{j + 1}"] = (math.sqrt(est), math.sqrt(lo), math.sqrt(hi))
-        return out
-
-    def robust(self, cluster: Any, type: str = "CR2", data: Any = None) -> "RobustResult":
-        return robust(self, cluster, type=type, data=data)
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(
-            {"estimate": self.beta, "se": self.se, ("tval" if self.df else "zval"): self.stat,
-             "pval": self.pval, "ci_lb": self.ci_lb, "ci_ub": self.ci_ub},
-            index=pd.Index(self.coef_names, name="term"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "model": "rma_mv", "method": self.method, "test": self.test, "k": self.k,
-            "random": self.factors, "nlvls": self.nlvls,
-            "sigma2": dict(zip(self.sigma2_names, map(float, self.sigma2))),
-            "coefficients": self.to_frame().reset_index().to_dict(orient="records"),
-            "logLik": self.logLik, "QE": self.QE, "QE_df": self.QE_df, "QE_p": self.QE_p,
-        }
-        if self.QM is not None:
-            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p)
-        if self.p == 1:
-            out["prediction"] = self.predict()
-        return out
-
-    def summary(self) -> str:
-        import pandas as pd
-
-        lines = [f"Multivariate Meta-Analysis Model (k = {self.k}; method: {self.method})", "",
-                 "Variance Components:", ""]
-        vc = pd.DataFrame(
-            {"estim": [f"{s:.4f}" for s in self.sigma2], "sqrt": [f"{math.sqrt(s):.4f}" for s in self.sigma2],
-             "nlvls": self.nlvls, "factor": self.sigma2_names},
-            index=[f"sigma^2.{j + 1}" for j in range(self.sigma2.size)],
-        )
-        lines += [vc.to_string(), ""]
-        mods = self.QM is not None
-        lines.append("Test for Residual Heterogeneity:" if mods else "Test for Heterogeneity:")
-        pv = "< .0001" if self.QE_p < 1e-4 else "= " + format(self.QE_p, ".4f")
-        lines.append(f"{'QE' if mods else 'Q'}(df = {self.QE_df}) = {self.QE:.4f}, p-val {pv}")
-        if mods and self.btt:
-            pv = "< .0001" if self.QM_p < 1e-4 else "= " + format(self.QM_p, ".4f")
-            lines += ["", f"Test of Moderators (coefficients {','.join(str(i + 1) for i in self.btt)}):"]
-            if self.test == "t":
-                lines.append(f"F(df1 = {self.QM_df[0]}, df2 = {self.QM_df[1]}) = {self.QM:.4f}, p-val {pv}")
-            else:
-                lines.append(f"QM(df = {self.QM_df[0]}) = {self.QM:.4f}, p-val {pv}")
-        lines += ["", "Model Results:", ""]
-        lines.append(_coef_table(self.coef_names, self.beta, self.se, self.stat, self.pval, self.ci_lb,
-                                 self.ci_ub, "tval" if self.df else "zval"))
-        if self.p == 1:
-            pr = self.predict()
-            lines += ["", f"Prediction interval ({self.level:g}%): [{pr['pi_lb']:.4f}, {pr['pi_ub']:.4f}]"]
-        return "\n".join(lines) + "\n"
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def _codes(values: Any, name: str) -> np.ndarray:
-    import pandas as pd
-
-    arr = np.asarray(values, dtype=object)
-    if pd.isna(arr).any():
-        raise ValueError(f"random-effects factor {name!r} has missing values")
-    _, inv = np.unique(arr.astype(str), return_inverse=True)
-    return inv.astype(np.int64)
-
-
-def rma_mv(
-    yi: Any,
-    vi: Any,
-    random: Any = "~ 1 | paper/effect",
-    data: Any = None,
-    mods: Any = None,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
-    btt: Sequence[int] | None = None,
-    factors: dict[str, Any] | None = None,
-) -> MvResult:
-    """Multilevel model with nested random intercepts, fitted by REML (default) or ML.
-
-    ``random="~ 1 | paper/effect"`` gives one variance component for papers and one for effects
-    within papers; each name is a column of ``data`` (or a key of ``factors``). Inner levels are
-    nested automatically (an inner label is only unique together with its outer labels).
-    ``test="t"`` uses t/F tests with k - p degrees of freedom.
-    """
-    method = method.upper()
-    if method not in ("REML", "ML"):
-        raise ValueError(f"rma_mv supports method REML or ML, got {method!r}")
-    test = test.lower()
-    if test not in ("z", "t"):
-        raise ValueError(f"rma_mv test must be 'z' or 't', got {test!r}")
-    if isinstance(yi, str):
-        yi = data[yi]
-    if isinstance(vi, str):
-        vi = data[vi]
-    y, v = _check_yv(yi, vi)
-    k = y.size
-    names = _parse_random(random)
-    lookup = factors or {}
-    codes: list[np.ndarray] = []
-    combined = None
-    for name in names:
-        if name in lookup:
-            col = lookup[name]
-        elif data is not None and name in getattr(data, "columns", []):
-            col = data[name]
-        else:
-            raise ValueError(f"random-effects factor {name!r} not found in data")
-        col = np.asarray(col, dtype=object)
-        if col.size != k:
-            raise ValueError(f"random-effects factor {name!r} has {col.size} values for {k} effects")
-        c = _codes(col, name)
-        combined = c if combined is None else _codes([f"{a}\x1f{b}" for a, b in zip(combined, c)], name)
-        codes.append(combined)
-    X, cnames = design_matrix(mods, data, k)
-    p = X.shape[1]
-    if k <= p:
-        raise ValueError(f"{p} coefficients but only {k} effects")
-    B = _Blocks(v, codes)
-    reml = method == "REML"
-    # start: split a DerSimonian-Laird tau^2 of the univariate model evenly over the components
-    tau2_dl = _tau2_estimate(y, X, v, "DL")[0] if np.all(v > 0) else float(np.var(y))
-    start = np.full(len(codes), max(tau2_dl, 1e-4 * float(np.var(y)) + 1e-8) / len(codes))
-    with _single_thread():
-        theta, cur, iters = _mv_optimise(y, X, B, reml, start)
-    b, vb = cur["b"], cur["vb"]  # with test="t": t and F tests on this model-based vb, k - p df
-    QE = _qgen(y, X, v, 0.0) if np.all(v > 0) else float("nan")
-    QE_df = k - p
-    QE_p = float(stats.chi2.sf(QE, QE_df))
-    QM = QM_df = QM_p = None
-    btt_l = list(btt) if btt is not None else [j for j, n in enumerate(cnames) if n != "intrcpt"]
-    if btt_l:
-        bb = b[btt_l]
-        wald = float(bb @ linalg.solve(vb[np.ix_(btt_l, btt_l)], bb))
-        m = len(btt_l)
-        if test == "t":
-            QM, QM_df, QM_p = wald / m, (m, k - p), float(stats.f.sf(wald / m, m, k - p))
-        else:
-            QM, QM_df, QM_p = wald, (m,), float(stats.chi2.sf(wald, m))
-    else:
-        btt_l = None
-    return MvResult(
-        method=method, test=test, level=level, yi=y, vi=v, X=X, coef_names=cnames, factors=names,
-        codes=codes, nlvls=[int(np.unique(c).size) for c in codes], sigma2=theta, beta=b, vb=vb,
-        logLik=cur["ll"], QE=QE, QE_df=QE_df, QE_p=QE_p, QM=QM, QM_df=QM_df, QM_p=QM_p, btt=btt_l,
-        iterations=iters, _blocks=B,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# cluster-robust inference
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class RobustResult:
-    """Cluster-robust coefficient table (CR1 as metafor's robust(), CR2 as clubSandwich)."""
-
-    type: str
-    coef_names: list[str]
-    beta: np.ndarray
-    vb: np.ndarray
-    df: np.ndarray
-    n_clusters: int
-    level: float = 95
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.vb))
-
-    @property
-    def tval(self) -> np.ndarray:
-        return self.beta / self.se
-
-    @property
-    def pval(self) -> np.ndarray:
-        return 2 * stats.t.sf(np.abs(self.tval), self.df)
-
-    @property
-    def ci_lb(self) -> np.ndarray:
-        return self.beta - stats.t.ppf(1 - (1 - self.level / 100) / 2, self.df) * self.se
-
-    @property
-    def ci_ub(self) -> np.ndarray:
-        return self.beta + stats.t.ppf(1 - (1 - self.level / 100) / 2, self.df) * self.se
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(
-            {"estimate": self.beta, "se": self.se, "tval": self.tval, "df": self.df, "pval": self.pval,
-             "ci_lb": self.ci_lb, "ci_ub": self.ci_ub},
-            index=pd.Index(self.coef_names, name="term"),
-        )
-
-    def summary(self) -> str:
-        how = "Satterthwaite approx" if self.type == "CR2" else "residual method"
-        return (
-            f"Cluster-robust inference ({self.n_clusters} clusters; var-cov estimator: {self.type}; df: {how})\n\n"
-            + self.to_frame().round(4).to_string()
-            + "\n"
-        )
-
-
-def _inv_sqrt_psd(G: np.ndarray) -> np.ndarray:
-    """Symmetric inverse square root, pseudo-inverse on numerically zero eigenvalues."""
-    vals, vecs = linalg.eigh((G + G.T) / 2)
-    tol = max(vals.max(), 0.0) * 1e-12 * G.shape[0]
-    inv = np.where(vals > tol, 1.0 / np.sqrt(np.clip(vals, tol, None)), 0.0)
-    return (vecs * inv) @ vecs.T
-
-
-def robust(fit: RmaResult | MvResult, cluster: Any, type: str = "CR2", data: Any = None) -> RobustResult:
-    """Cluster-robust variance for a fitted model; ``cluster`` is labels or a column of ``data``.
-
-    CR1: metafor's robust() default (sandwich times m/(m-p), t with m-p df). CR2: the bias-reduced
-    linearisation of Bell & McCaffrey with the fitted model's marginal covariance as working model and
-    Satterthwaite df per coefficient, as clubSandwich's vcovCR(type="CR2") + coef_test(). The working
-    model must not correlate effects across clusters (clusters must contain whole outer groups).
-    """
-    with _single_thread():
-        return _robust(fit, cluster, type, data)
-
-
-def _robust(fit, cluster, type, data) -> RobustResult:
-    type = type.upper()
-    if type not in ("CR1", "CR2"):
-        raise ValueError(f"type must be 'CR1' or 'CR2', got {type!r}")
-    if isinstance(cluster, str):
-        if data is None or cluster not in getattr(data, "columns", []):
-            raise ValueError(f"cluster column {cluster!r} not found")
-        cluster = data[cluster]
-    cl = _codes(cluster, "cluster")
-    y, X = fit.yi, fit.X
-    k, p = X.shape
-    if cl.size != k:
-        raise ValueError(f"cluster has {cl.size} values for {k} effects")
-    # marginal covariance blocks of the fitted model, regrouped by cluster
-    if isinstance(fit, MvResult):
-        outer = fit.codes[0]
-        for g in np.unique(outer):
-            if np.unique(cl[outer == g]).size > 1:
-                raise ValueError("clusters split an outer random-effects group; use a coarser cluster")
-        Bc = _Blocks(fit.vi, [cl, *fit.codes])
-        Phi = Bc.matrices(np.concatenate([[0.0], fit.sigma2]))
-        idx_list = Bc.index
-        vb_model = fit.vb
-    else:
-        order = np.argsort(cl, kind="stable")
-        idx_list = np.split(order, np.flatnonzero(np.diff(cl[order])) + 1)
-        Phi = [np.diag(fit.vi[idx] + fit.tau2) for idx in idx_list]
-        w = 1.0 / (fit.vi + fit.tau2)
-        vb_model = linalg.inv((X.T * w) @ X)
-    m = len(idx_list)
-    if m <= p:
-        raise ValueError(f"{m} clusters for {p} coefficients: cluster-robust inference impossible")
-    Bm = vb_model
-    b = Bm @ sum(X[idx].T @ linalg.solve(P, y[idx], assume_a="pos") for idx, P in zip(idx_list, Phi))
-    u_list, q_parts = [], []
-    for idx, P in zip(idx_list, Phi):
-        Xj, ej = X[idx], y[idx] - X[idx] @ b
-        Wj = linalg.inv(P)
-        if type == "CR2":
-            R = linalg.cholesky(P, lower=False)  # P = R'R
-            G = R @ (P - Xj @ Bm @ Xj.T) @ R.T
-            Aj = R.T @ _inv_sqrt_psd(G) @ R
-        else:
-            Aj = np.eye(idx.size)
-        u_list.append(Xj.T @ Wj @ Aj @ ej)
-        q_parts.append((Aj @ Wj @ Xj, P, Xj))
-    meat = sum(np.outer(u, u) for u in u_list)
-    V = Bm @ meat @ Bm
-    if type == "CR1":
-        V = V * m / (m - p)
-        df = np.full(p, float(m - p))
-    else:
-        df = np.empty(p)
-        for c in range(p):
-            ec = Bm[:, c]
-            qs = [AWX @ ec for AWX, _, _ in q_parts]
-            ss = np.array([Xj.T @ q for q, (_, _, Xj) in zip(qs, q_parts)])  # m x p
-            diag = np.array([q @ P @ q for q, (_, P, _) in zip(qs, q_parts)])
-            Om = -ss @ Bm @ ss.T
-            Om[np.diag_indices(m)] += diag
-            df[c] = np.trace(Om) ** 2 / np.sum(Om * Om)
-    return RobustResult(type=type, coef_names=list(fit.coef_names), beta=b, vb=V, df=df, n_clusters=m,
-                        level=fit.level)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ELSEWHERE})

@@ -42,7 +42,9 @@ def machine() -> dict[str, Any]:
             pass
     return {"platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(),
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "ram_gib": ram_gib, "versions": versions}
+            "ram_gib": ram_gib, "versions": versions,
+            # other processes on a shared box skew absolute numbers; ratios from alternating runs less so
+            "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def median(xs: list[float]) -> float:

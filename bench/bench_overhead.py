@@ -1,4 +1,4 @@
-"""Harness overhead with a zero-latency backend: examples/s through load → render → store → extract → score → write.
+"""Harness overhead with a zero-latency backend: examples/s through load, render, store, extract, score, write.
 
 The backend (:class:`cotbench.backends.table.TableBackend`) answers every request instantly with the gold
 letter, so the wall time is cotbench's own work: reading the local mirror, rendering prompts, hashing

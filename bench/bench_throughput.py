@@ -14,10 +14,13 @@ greedy decoding, at the same concurrency:
 The order rotates every repetition (raw, cotbench, lm_eval; cotbench, lm_eval, raw; …) so drift on a
 shared machine does not favour one. Reported: per-client medians of samples/s and completion tokens/s
 (tokens counted by the server for the raw client; all three produce the same greedy text, checked),
-and the ratios cotbench/raw and cotbench/lm_eval.
+and the ratios cotbench/raw and cotbench/lm_eval, taken within each repetition (adjacent in time, so
+under similar load) and then the median over repetitions. The server runs llama.cpp on one thread by
+default: on a small shared machine more threads make it far more sensitive to other processes.
 
-    python bench/bench_throughput.py                       # 16 items, max_tokens 64, concurrency 4, 3 reps
-    python bench/bench_throughput.py --n 32 --concurrency 2 --reps 5
+    python bench/bench_throughput.py                       # 16 items, max_tokens 64, concurrency 4, 5 reps
+    python bench/bench_throughput.py --n 32 --concurrency 2 --reps 3 --server-threads 2
+    python bench/bench_throughput.py --server instant      # 400 items against a zero-latency endpoint
 """
 from __future__ import annotations
 
@@ -26,8 +29,12 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # lm-eval and datasets: local files only, no hub lookups
@@ -41,7 +48,7 @@ from cotbench.models import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.prompts import load_prompt_file, render  # noqa: E402
 from cotbench.settings import get_setting  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402
-from cotbench.testing.servers import llama_server  # noqa: E402
+from cotbench.testing.servers import free_port, llama_server  # noqa: E402
 
 EXTRA = {"repeat_penalty": 1.0}  # llama_cpp.server defaults to 1.1; in-process and greedy references use 1.0
 SEED = 0
@@ -81,12 +88,12 @@ metadata:
 """
 
 
-def items(n: int, data_dir: Path) -> list[dict]:
+def items(n: int, data_dir: Path, setting: str = "zs_cot") -> list[dict]:
     task = get_task("gsm8k")
     spec = load_prompt_file(task.prompt_file)
     out = []
     for ex in task.load(data_dir, n):
-        r = render(spec, ex, get_setting("zs_cot"))
+        r = render(spec, ex, get_setting(setting))
         assert len(r.messages) == 1 and r.messages[0]["role"] == "user", "bench assumes a single user turn"
         out.append({"prompt": r.messages[0]["content"], "target": ex.gold, "stop": list(r.stop)})
     return out
@@ -117,12 +124,14 @@ def run_raw(url: str, its: list[dict], max_tokens: int, concurrency: int) -> dic
     return {"wall_s": time.perf_counter() - t0, "texts": texts, "tokens_out": tokens}
 
 
-def run_cotbench(url: str, n: int, max_tokens: int, concurrency: int, data_dir: Path) -> dict:
+def run_cotbench(url: str, n: int, max_tokens: int, concurrency: int, data_dir: Path,
+                 setting: str = "zs_cot") -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-cotbench-") as tmp:
-        cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_cot"], "limit": n, "data_dir": str(data_dir),
+        cfg = build_config(None, {"datasets": ["gsm8k"], "settings": [setting], "limit": n, "data_dir": str(data_dir),
                                   "out": tmp, "backend": "openai", "base_url": url, "model": f"openai:{DEFAULT_MODEL}",
-                                  "concurrency": concurrency, "max_tokens_cot": max_tokens, "extra_body": EXTRA,
-                                  "seed": SEED, "progress": False})
+                                  "concurrency": concurrency, "max_tokens_cot": max_tokens,
+                                  "max_tokens_direct": max_tokens, "extra_body": EXTRA, "seed": SEED,
+                                  "progress": False})
         t0 = time.perf_counter()
         out = run(cfg)
         wall = time.perf_counter() - t0
@@ -149,20 +158,43 @@ def run_lm_eval(url: str, task_name: str, tm, n: int, max_tokens: int, concurren
             "accuracy": res["results"][task_name].get("exact_match,answer")}
 
 
+@contextmanager
+def instant_server():
+    """bench/_instant_server.py in its own process: answers every chat call at once (clients' own cost)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_instant_server.py")), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        url = f"http://127.0.0.1:{port}/v1"
+        urllib.request.urlopen(url + "/models", timeout=10).close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=16, help="GSM8K items")
+    ap.add_argument("--server", choices=["llama", "instant"], default="llama",
+                    help="llama: llama_cpp.server with the embedded model; instant: a zero-latency endpoint that "
+                         "isolates each client's own per-request cost")
+    ap.add_argument("--n", type=int, help="GSM8K items (default 16 with llama, 400 with instant)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="llama.cpp threads of the server (1: least sensitive to other load on a small shared box)")
     ap.add_argument("--data-dir", default=str(DATA_DIR))
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--out", help="results JSON (default results/bench/throughput.json)")
     a = ap.parse_args()
+    a.n = a.n or (16 if a.server == "llama" else 400)
     data_dir = Path(a.data_dir)
     its = items(a.n, data_dir)
     clients = ["raw", "cotbench"]
+    warm_its = items(2, data_dir, "zs_direct")  # warm-up prompts that are never measured
     tm, task_name, lm_eval_error = None, "cotbench_bench_gsm8k_cot", None
     tmp = Path(tempfile.mkdtemp(prefix="bench-lmeval-"))
     if not a.skip_lm_eval:
@@ -172,18 +204,32 @@ def main() -> None:
 
             for name in ("lm_eval", "lm-eval", "httpx"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-            data = tmp / "items.jsonl"
-            data.write_text("".join(json.dumps({"prompt": i["prompt"], "target": i["target"]}) + "\n" for i in its))
-            (tmp / f"{task_name}.yaml").write_text(LM_EVAL_TASK.format(name=task_name, data=data,
-                                                                       max_tokens=a.max_tokens))
+            for name, rows in ((task_name, its), (task_name + "_warmup", warm_its)):
+                data = tmp / f"{name}.jsonl"
+                data.write_text("".join(json.dumps({"prompt": i["prompt"], "target": i["target"]}) + "\n"
+                                        for i in rows))
+                (tmp / f"{name}.yaml").write_text(LM_EVAL_TASK.format(name=name, data=data, max_tokens=a.max_tokens))
             tm = TaskManager(include_path=str(tmp))
             clients.append("lm_eval")
         except Exception as e:  # report honestly rather than crash the other two
             lm_eval_error = f"{type(e).__name__}: {e}"
     log = tmp / "server.log"
     results: dict[str, list[dict]] = {c: [] for c in clients}
-    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=a.n_ctx, log=log) as url:
-        run_raw(url, its[:1], 8, 1)  # warm-up: load pages, fill caches
+    server = (llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=a.n_ctx, log=log, n_threads=a.server_threads)
+              if a.server == "llama" else instant_server())
+    with server as url:
+        # one untimed pass of each client (imports, connection set-up, caches) on prompts that are not measured:
+        # llama.cpp reuses the previous prompt's KV prefix, and re-evaluating an identical prompt that way can
+        # change a greedy continuation, so measured prompts must not be repeated back to back
+        run_raw(url, warm_its, 8, a.concurrency)
+        run_cotbench(url, len(warm_its), 8, a.concurrency, data_dir, setting="zs_direct")
+        if "lm_eval" in clients:
+            try:
+                run_lm_eval(url, task_name + "_warmup", tm, len(warm_its), 8, a.concurrency)
+            except Exception as e:
+                lm_eval_error = f"{type(e).__name__}: {e}"
+                clients.remove("lm_eval")
+                results.pop("lm_eval", None)
         for rep in range(a.reps):
             order = clients[rep % len(clients):] + clients[:rep % len(clients)]
             for c in order:
@@ -214,22 +260,33 @@ def main() -> None:
                       "median_tokens_per_s": round(tokens / median(walls), 2),
                       "texts_equal_to_raw": f"{min(same)}/{a.n}" if same else None,
                       "accuracy": rs[0].get("accuracy")}
-    ratios = {"cotbench_vs_raw": round(summary["raw"]["median_wall_s"] / summary["cotbench"]["median_wall_s"], 4)}
-    if "lm_eval" in summary:
-        ratios["cotbench_vs_lm_eval"] = round(summary["lm_eval"]["median_wall_s"]
-                                              / summary["cotbench"]["median_wall_s"], 4)
-    payload = {"benchmark": "throughput vs a raw client and lm-evaluation-harness on one local llama_cpp.server",
-               "command": f"python bench/bench_throughput.py --n {a.n} --max-tokens {a.max_tokens} "
-                          f"--concurrency {a.concurrency} --reps {a.reps}",
-               "server": "llama_cpp.server (cotbench.backends.llamacpp_server), embedded SmolLM2-135M-Instruct Q4 GGUF, "
-                         f"n_ctx {a.n_ctx}, loopback", "model": DEFAULT_MODEL,
+    def per_rep(other: str) -> list[float]:  # same repetition = adjacent in time = similar machine load
+        return [round(o["wall_s"] / c["wall_s"], 4) for o, c in zip(results[other], results["cotbench"])]
+
+    ratios, ratios_per_rep = {}, {}
+    for other in [c for c in ("raw", "lm_eval") if c in results]:
+        ratios_per_rep[f"cotbench_vs_{other}"] = per_rep(other)
+        ratios[f"cotbench_vs_{other}"] = round(median(per_rep(other)), 4)
+    if a.server == "llama":
+        server_desc = (f"llama_cpp.server (cotbench.backends.llamacpp_server), embedded {DEFAULT_MODEL} Q4 GGUF, "
+                       f"n_ctx {a.n_ctx}, {a.server_threads or 'default'} thread(s), loopback")
+    else:
+        server_desc = ("bench/_instant_server.py: zero-latency stdlib HTTP endpoint in its own process, same canned "
+                       "reply to every call, loopback; measures each client's own per-request cost")
+    payload = {"benchmark": f"throughput vs a raw client and lm-evaluation-harness ({a.server} server)",
+               "command": f"python bench/bench_throughput.py --server {a.server} --n {a.n} --max-tokens {a.max_tokens} "
+                          f"--concurrency {a.concurrency} --reps {a.reps}"
+                          + (f" --server-threads {a.server_threads}" if a.server == "llama" else ""),
+               "server": server_desc, "model": DEFAULT_MODEL,
                "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
                             "max_tokens": a.max_tokens, "concurrency": a.concurrency, "reps": a.reps,
                             "completion_tokens_per_pass": tokens, "temperature": 0, "extra_body": EXTRA},
-               "ratio_definition": "throughput ratio = other client's median wall time / cotbench's median wall time "
-                                   "(>1 means cotbench is faster; cotbench_vs_raw target >= 0.95)",
-               "ratios": ratios, "clients": summary, "lm_eval_error": lm_eval_error, "machine": machine()}
-    path = write_json("throughput", payload, a.out)
+               "ratio_definition": "throughput ratio = other client's wall time / cotbench's wall time in the same "
+                                   "repetition, median over repetitions (>1 means cotbench is faster; "
+                                   "cotbench_vs_raw target >= 0.95)",
+               "ratios": ratios, "ratios_per_rep": ratios_per_rep, "clients": summary,
+               "lm_eval_error": lm_eval_error, "machine": machine()}
+    path = write_json("throughput" if a.server == "llama" else "throughput_instant", payload, a.out)
     print(json.dumps({"ratios": ratios, **{c: summary[c]["median_samples_per_s"] for c in summary}}, indent=1))
     print(f"-> {path}")
 

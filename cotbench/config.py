@@ -109,5 +109,8 @@ def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
         v = getattr(cfg, f.name)
         if f.name in ("limit", "seed", "samples", "concurrency", "n_ctx") and v is not None and not isinstance(v, int):
             raise ValueError(f"{yaml_path or 'config'}: option {f.name!r} must be an integer, got {v!r}")
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"{yaml_path}: {e}" if yaml_path else str(e)) from None
     return cfg

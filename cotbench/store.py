@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from cotbench.types import Request, Response
 
@@ -25,6 +26,14 @@ CREATE TABLE IF NOT EXISTS generations (
     created_at REAL NOT NULL
 );
 """
+
+
+def _plain(obj: Any) -> Any:
+    """A dataclass as a dict of its fields, nested dataclasses included: the same JSON as ``asdict`` gives
+    for our records (tuples, dicts and scalars), without its deep copy, which dominated ``put``."""
+    if is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+    return obj
 
 
 class Store:
@@ -56,8 +65,8 @@ class Store:
             self._db.execute(
                 "INSERT OR IGNORE INTO generations (key, model, backend, request, response, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (req.key, req.model, req.backend, json.dumps(asdict(req), ensure_ascii=False),
-                 json.dumps(asdict(resp), ensure_ascii=False), time.time()),
+                (req.key, req.model, req.backend, json.dumps(_plain(req), ensure_ascii=False),
+                 json.dumps(_plain(resp), ensure_ascii=False), time.time()),
             )
         except sqlite3.OperationalError as e:  # disk full, read-only file system, locked …
             raise OSError(f"cannot write to the store {self.path}: {e}") from None

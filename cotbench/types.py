@@ -6,9 +6,10 @@ the harness and every analysis (it is what ``samples.jsonl`` holds).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 AnswerType = Literal["choice", "number", "math", "label", "text", "judge"]
@@ -58,8 +59,8 @@ class Request:
     sample_index: int = 0
     prefill: str | None = None  # assistant-turn prefix, for backends/models that allow it
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:  # computed once per request: it is looked up several times per unit
         return request_key(self)
 
 
@@ -130,4 +131,4 @@ class SampleResult:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. plan text, tool outcome
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: no nested dataclasses

@@ -1,8 +1,12 @@
 """Shared fixtures. Real data is read from ../shared/data beside the repository (never copied in)."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+
+# before any test loads llama.cpp: passive OpenMP waiting (see cotbench/backends/llamacpp.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 

@@ -56,6 +56,9 @@ class LlamaCppBackend:
 
     def __init__(self, model_path: str, model_id: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, verbose: bool = False):
+        # llama.cpp's OpenMP threads spin while waiting by default; on a small shared machine that made
+        # single calls 10-50x slower (bench/README.md). Passive waiting is set before the library loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - dependency is in the base install

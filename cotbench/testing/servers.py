@@ -21,19 +21,24 @@ def free_port() -> int:
 @contextmanager
 def llama_server(model_path: str | Path, alias: str, n_ctx: int = 4096, port: int | None = None,
                  log: Path | None = None, startup_timeout_s: float = 120.0,
-                 api_key: str | None = None) -> Iterator[str]:
+                 api_key: str | None = None, n_threads: int | None = None) -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:PORT/v1``) of a llama_cpp.server serving ``model_path``.
 
     With ``api_key`` the server refuses requests without that bearer key (tests that keys are sent, not leaked).
+    ``n_threads`` defaults to llama.cpp's choice; 1 is steadier on a machine shared with other work.
     """
     port = port or free_port()
     cmd = [sys.executable, "-m", "cotbench.backends.llamacpp_server", "--model", str(model_path),
            "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-           "--seed", "0"] + (["--api_key", api_key] if api_key else [])
+           "--seed", "0"] + (["--api_key", api_key] if api_key else []) + (
+               ["--n_threads", str(n_threads)] if n_threads else [])
     probe = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
                                    headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # OpenMP threads that sleep instead of spinning: on a machine shared with other work, spinning llama.cpp
+    # threads made single calls 10-50x slower here; the caller's environment still wins
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + startup_timeout_s

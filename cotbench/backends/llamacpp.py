@@ -43,6 +43,29 @@ def disable_extra_buffer_types() -> None:
     lib.llama_model_default_params = default_params
 
 
+def fresh_context_per_call() -> None:
+    """Evaluate every request from an empty KV cache.
+
+    llama-cpp-python reuses the longest cached prefix of the previous prompt; a prompt that repeats the
+    previous one is then evaluated in different batch sizes, and near-tied greedy choices can flip
+    (seen for 2 of 12 GSM8K prompts). Starting each call fresh makes an output depend on its request
+    alone, not on what ran before it: the property a cache keyed by request needs. Used in-process and
+    by the server launcher, so both give the same outputs.
+    """
+    from llama_cpp import Llama
+
+    if getattr(Llama.create_chat_completion, "_cotbench_fresh", False):
+        return
+    original = Llama.create_chat_completion
+
+    def create_chat_completion(self, *args, **kwargs):
+        self.reset()
+        return original(self, *args, **kwargs)
+
+    create_chat_completion._cotbench_fresh = True
+    Llama.create_chat_completion = create_chat_completion
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -64,6 +87,7 @@ class LlamaCppBackend:
         except ImportError as e:  # pragma: no cover - dependency is in the base install
             raise BackendError("llama-cpp-python is not installed: pip install llama-cpp-python") from e
         disable_extra_buffer_types()
+        fresh_context_per_call()
         if not Path(model_path).exists():
             raise BackendError(f"GGUF model file not found: {model_path}")
         self.model_path = str(model_path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -63,21 +62,12 @@ def timed(fn, repeat: int) -> tuple[float, list[float], object]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "pandas": pd.__version__, "statsmodels": statsmodels.__version__,
-        "threadpoolctl": _version("threadpoolctl"), "load_average_1min": os.getloadavg()[0],
-    }
+    """The shared machine description (bench/_common.py) plus this benchmark's numeric libraries."""
+    from _common import machine as base
+
+    return {**base(), "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
+            "statsmodels": statsmodels.__version__, "threadpoolctl": _version("threadpoolctl"),
+            "load_average_1min": os.getloadavg()[0]}
 
 
 def _version(mod: str) -> str | None:

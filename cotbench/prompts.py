@@ -31,8 +31,9 @@ import yaml
 from cotbench.settings import Setting
 from cotbench.tasks.base import LETTERS, DataError
 from cotbench.types import Example, Message
+from cotbench.paths import data_dir
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = data_dir("prompts")
 
 
 @dataclass(frozen=True)

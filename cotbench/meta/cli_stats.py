@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_DB = Path(__file__).resolve().parents[2] / "meta_analysis" / "cot_effects.csv"
+from cotbench.paths import data_dir
+
+DEFAULT_DB = data_dir("meta_analysis") / "cot_effects.csv"
 METHOD_CHOICES = ("reml", "ml", "dl", "pm", "he", "sj", "fe")
 RANDOM = "~ 1 | paper_id/effect_id"  # comparisons nested in papers
 

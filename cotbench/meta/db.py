@@ -22,6 +22,7 @@ from cotbench.meta.schema import (
     category_id,
 )
 from cotbench.tasks.base import DataError
+from cotbench.paths import data_dir
 
 __all__ = [
     "Issue", "Report", "Table", "default_path", "default_screening_path", "read_table", "write_table",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 DELTA_TOL = 0.01
-_META_DIR = Path(__file__).resolve().parents[2] / "meta_analysis"
+_META_DIR = data_dir("meta_analysis")
 
 
 def default_path() -> Path:

@@ -33,19 +33,23 @@ def _procs_of_uid(uid: int, grace_s: float = 3.0) -> list[int]:
         time.sleep(0.1)
 
 
-def _live_procs_of_uid(uid: int) -> list[int]:
-    pids = []
+def _live_procs() -> list[tuple[int, int]]:
+    """(pid, uid) of every living process (zombies are dead, waiting for a reaper)."""
+    out = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
                 st = Path(f"/proc/{p}/status").read_text()
             except OSError:
                 continue
-            for line in st.splitlines():
-                if line.startswith("Uid:") and int(line.split()[1]) == uid:
-                    if "State:\tZ" not in st:  # zombies are dead, waiting for a reaper
-                        pids.append(int(p))
-    return pids
+            uid = int(next(line for line in st.splitlines() if line.startswith("Uid:")).split()[1])
+            if "State:\tZ" not in st:
+                out.append((int(p), uid))
+    return out
+
+
+def _live_procs_of_uid(uid: int) -> list[int]:
+    return [pid for pid, u in _live_procs() if u == uid]
 
 
 @pytest.fixture(params=["namespace", "basic"])
@@ -189,17 +193,7 @@ def test_nothing_outlives_a_killed_harness(mode, tmp_path):
 
 
 def _sandbox_uids() -> list[int]:
-    uids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                st = Path(f"/proc/{p}/status").read_text()
-            except OSError:
-                continue
-            uid = int(next(line for line in st.splitlines() if line.startswith("Uid:")).split()[1])
-            if uid >= 1_000_000 and "State:\tZ" not in st:
-                uids.append(uid)
-    return uids
+    return [uid for _, uid in _live_procs() if uid >= 1_000_000]
 
 
 def test_allocating_far_beyond_the_limit(mode):

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.tasks.base import DataError
+from cotbench.tasks.base import DataError, iter_jsonl
 from cotbench.types import SampleResult
 
 SAMPLE_FIELDS = [f.name for f in fields(SampleResult)]
@@ -54,33 +54,24 @@ def read_samples(path: str | Path, keep_messages: bool = False) -> list[dict[str
     if not path.is_file():
         raise DataError(f"{path}: no such file (a run directory must contain samples.jsonl)")
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object")
-            for name in REQUIRED:
-                if obj.get(name) is None:
-                    raise DataError(f"{where}: missing field {name!r}")
-            row = {k: obj.get(k, DEFAULTS.get(k)) for k in SAMPLE_FIELDS}
-            row["correct"] = _coerce_bool(row["correct"], where)
-            row["example_id"] = str(row["example_id"])
-            row["sample_index"] = int(row["sample_index"] or 0)
-            row["response"] = row["response"] or ""
-            row["question"] = row["question"] or ""
-            row["metadata"] = row["metadata"] or {}
-            row["extra"] = row["extra"] or {}
-            if row["parse_status"] not in ("ok", "unparseable"):
-                raise DataError(f"{where}: field 'parse_status' must be 'ok' or 'unparseable', got {row['parse_status']!r}")
-            if not keep_messages:
-                row.pop("messages")
-            rows.append(row)
+    for n, obj in iter_jsonl(path):
+        where = f"{path}: line {n}"
+        for name in REQUIRED:
+            if obj.get(name) is None:
+                raise DataError(f"{where}: missing field {name!r}")
+        row = {k: obj.get(k, DEFAULTS.get(k)) for k in SAMPLE_FIELDS}
+        row["correct"] = _coerce_bool(row["correct"], where)
+        row["example_id"] = str(row["example_id"])
+        row["sample_index"] = int(row["sample_index"] or 0)
+        row["response"] = row["response"] or ""
+        row["question"] = row["question"] or ""
+        row["metadata"] = row["metadata"] or {}
+        row["extra"] = row["extra"] or {}
+        if row["parse_status"] not in ("ok", "unparseable"):
+            raise DataError(f"{where}: field 'parse_status' must be 'ok' or 'unparseable', got {row['parse_status']!r}")
+        if not keep_messages:
+            row.pop("messages")
+        rows.append(row)
     return rows
 
 

@@ -31,7 +31,7 @@ class OpenAIBackend:
     def __init__(self, model_id: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, revision: str = "",
-                 allow_prefill: bool = False, extra_body: dict | None = None):
+                 allow_prefill: bool = False):
         try:
             import openai  # noqa: F401
         except ImportError as e:  # pragma: no cover
@@ -50,7 +50,6 @@ class OpenAIBackend:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.allow_prefill = allow_prefill
-        self.extra_body = extra_body or {}
         self.stats = BackendStats()
         self._rng = random.Random(0)
 
@@ -65,9 +64,10 @@ class OpenAIBackend:
             msgs.append({"role": "assistant", "content": req.prefill})
         return msgs
 
-    def _extra(self, extra_json: str) -> dict:
-        body = {**self.extra_body, **(json.loads(extra_json) if extra_json else {})}
-        return {"extra_body": body} if body else {}
+    @staticmethod
+    def _extra(extra_json: str) -> dict:
+        """Server-specific sampling fields travel with each request (they are part of its key)."""
+        return {"extra_body": json.loads(extra_json)} if extra_json else {}
 
     async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
         import openai

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from cotbench.types import AnswerType, Example
 
@@ -98,9 +98,8 @@ class Task:
         return out
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises DataError naming file and line."""
-    rows = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line raises DataError naming file and line."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -111,8 +110,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: line {n}: expected a JSON object")
-            rows.append(obj)
-    return rows
+            yield n, obj
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line raises DataError naming file and line."""
+    return [obj for _, obj in iter_jsonl(path)]
 
 
 def require(row: dict[str, Any], field_name: str, kind: type | tuple[type, ...] = str) -> Any:

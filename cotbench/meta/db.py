@@ -539,7 +539,7 @@ def to_frame(table: Table) -> pd.DataFrame:
             df[f"{side}_k"] = pd.to_numeric(df[f"{side}_k"].replace("", None), errors="coerce").astype("Int64")
         df[f"{side}_shots"] = pd.Categorical(df[f"{side}_shots"].astype("string").str.strip(),
                                              categories=list(SHOTS))
-    split = df["split"].astype("string").str.strip() if "split" in df else "unknown"
+    split = df["split"].astype("string").str.strip() if "split" in df else ["unknown"] * len(df)
     df["split"] = pd.Categorical(split, categories=list(SPLITS))
     df["pooled"] = (df["pooled"].astype("string").str.strip() == "true").astype(bool) if "pooled" in df else False
     df.insert(0, "csv_line", pd.array([line for line, _ in table.rows], dtype="Int64"))
@@ -707,15 +707,15 @@ def merge_effects(canonical: Table, staging: Table, prefix: str = "E",
     comparison (same paper, dataset, model, shots and metric) is skipped and reported, never
     overwritten. The merged table is validated as a database before it is returned.
     """
+    absent = [c for c in ARM_COLUMNS if c not in staging.header]
+    if absent:
+        raise DataError(f"{staging.path}:1: the staging file lacks the column(s) {', '.join(absent)}, which the "
+                        "database requires (codebook: direct_shots, direct_k, cot_shots, cot_k, split, pooled)")
     categories = categories if categories is not None else read_category_map()
     for t, staged in ((canonical, False), (staging, True)):
         rep = validate_effects(t, categories, staging=staged)
         if not rep.ok:
             raise DataError(f"{t.path} does not validate; fix it before merging:\n" + "\n".join(rep.lines()[:20]))
-    absent = [c for c in ARM_COLUMNS if c not in staging.header]
-    if absent:
-        raise DataError(f"{staging.path}:1: the staging file lacks the column(s) {', '.join(absent)}, which the "
-                        "database requires (codebook: direct_shots, direct_k, cot_shots, cot_k, split, pooled)")
     header = list(canonical.header) + [c for c in staging.header if c not in canonical.header]
     out = [dict(r) for _, r in canonical.rows]
     keys = {tuple(r[c].strip() for c in DUPLICATE_KEY): line for line, r in canonical.rows}

@@ -28,7 +28,7 @@ __all__ = [
     "Issue", "Report", "Table", "default_path", "default_screening_path", "read_table", "write_table",
     "validate_effects", "validate_screening", "cross_check", "validate", "load", "to_frame", "query",
     "AGGREGATES", "GROUP_COLUMNS", "MergeReport", "merge_effects", "merge_screening", "DELTA_TOL",
-    "CategoryMap", "default_categories_path", "read_category_map", "validate_category_map",
+    "CategoryMap", "default_categories_path", "read_category_map", "validate_category_map", "without_pooled",
 ]
 
 DELTA_TOL = 0.01
@@ -571,6 +571,16 @@ GROUP_COLUMNS = {"category": "category", "paper": "paper_id", "model": "model", 
 AGGREGATES = ("n", "papers", "mean", "median", "std", "min", "max")
 
 
+def without_pooled(df: pd.DataFrame, include_pooled: bool = False) -> pd.DataFrame:
+    """The rows default analyses use: ``pooled`` rows (averages of other rows of the same paper, which
+    would count the same items twice and mix categories) are left out unless ``include_pooled``."""
+    if include_pooled or "pooled" not in df:
+        return df
+    pooled = df["pooled"].astype("string").str.lower().isin(["true", "1"]) if df["pooled"].dtype != bool \
+        else df["pooled"]
+    return df[~pooled.fillna(False).astype(bool)]
+
+
 def _match_any(series: pd.Series, needles: Sequence[str]) -> pd.Series:
     s = series.astype("string").str.lower().fillna("")
     out = pd.Series(False, index=series.index)
@@ -641,8 +651,7 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
         cols = ["effect_id", "paper_id", "dataset", "category", "model", "shots", "metric",
                 "direct_score", "cot_score", "delta", "n_items", "split", "pooled"]
         return sub[[c for c in cols if c in sub]].reset_index(drop=True)
-    if not include_pooled and "pooled" in sub:
-        sub = sub[~sub["pooled"].astype(bool)]
+    sub = without_pooled(sub, include_pooled)
     agg_list = agg_list or ["n", "mean", "median"]
     if group_by is not None and group_by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group by {group_by!r}; choose from {', '.join(GROUP_COLUMNS)}")

@@ -149,7 +149,7 @@ class SensitivityResult:
         cols = ["group", "k", "papers", "estimate", "rank", "loo_min", "loo_max", "loo_rank_changes",
                 "without_largest", "rank_without_largest", "capped", "rank_capped", "max_share"]
         shown = t[cols].copy()
-        shown["max_share"] = (100 * shown["max_share"]).round(0)
+        shown["max_share"] = (100 * shown["max_share"]).round(0).astype(int)
         body = shown.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-")
         lines = [
             f"Sensitivity of the per-{self.by} estimates to single papers ({self.n_papers} papers)",

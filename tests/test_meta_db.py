@@ -493,3 +493,15 @@ def test_shipped_database_v2_invariants():
     assert set(flan_mmlu["split"]) == {"validation"} and flan_mmlu["pooled"].all()
     mmlu_subjects = df[df["dataset"].str.match(r"MMLU [a-z]")]
     assert len(mmlu_subjects) and mmlu_subjects.groupby("dataset")["category"].nunique().max() == 1
+
+
+def test_merge_cli_names_an_unmapped_dataset_and_writes_nothing(tmp_path, capsys):
+    into = tmp_path / "effects.csv"
+    shutil.copy(EFFECTS, into)
+    header, rows = rows_of(FIX / "staging_b.csv")
+    rows[0]["dataset"] = "Brand-new QA"
+    staged = write(tmp_path / "st.csv", header, rows)
+    assert cli_main(["meta", "merge", str(staged), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert "st.csv:2: column 'dataset': 'Brand-new QA' is not in the dataset map" in err
+    assert into.read_text() == EFFECTS.read_text()

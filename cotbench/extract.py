@@ -1,31 +1,40 @@
 """Answer extractors: pure functions from model text to a canonical answer, or None (= unparseable).
 
-Public API used by the runner: ``extract_answer(text, example, labels)`` and ``score(example, extraction)``.
-Named extractors live in :data:`EXTRACTORS` (lm-eval style "filters"); :data:`DEFAULT_EXTRACTOR` picks one
-per answer type. Every extractor takes ``(text, example, labels)`` and returns an :class:`Extraction`.
+Public API used by the runner: ``extract_all(text, example, labels, finish_reason)`` (every applicable
+extractor's verdict, stored per sample), ``extract_answer`` (one named extractor) and ``score``.
+Named extractors live in :data:`EXTRACTORS` (lm-eval style "filters"). :data:`APPLICABLE` gives each
+answer type three, by role: ``*_strict`` reads only the answer format the prompts ask for (boxed, or an
+answer phrase; lm-eval's strict-match); the default (:data:`DEFAULT_EXTRACTOR`, whose verdict is a
+sample's ``correct``) adds the rules below that still require the response to *state* an answer;
+``*_flexible`` then guesses (lm-eval's flexible-extract) and is never the default. Every extractor takes
+``(text, example, labels, finish_reason)`` and returns an :class:`Extraction`.
 
-Rules, in the order they are tried (the first rule that yields a valid value wins):
+Rules (default extractor):
 
 1. ``<think>…</think>`` blocks are removed. A closing tag without an opening one (templates that put
    ``<think>`` in the prompt) drops everything before it. An opening tag that is never closed is a
    truncated reasoning trace: it and everything after it are dropped, so such a response is
    unparseable unless an answer was written *before* the block.
-2. ``\\boxed{…}`` / ``\\fbox{…}`` (the last one).
-3. An explicit answer phrase — "the (best|final|correct) answer is", "Answer:", "the correct option
-   is" — read at its *last* occurrence that holds a valid value for the answer type (a restated answer
-   later in a CoT wins). The value must stand on its own: "Answer: Based on…" is not choice B, because a
-   letter must be followed by punctuation, the end of the line, or (for A and I, which are English
-   words) a connective such as "because"; a number must open the phrase's sentence ("The answer is
-   9 * 120 = 1080." reads 1080, "Answer: Let's compute 16 - 3 = 13…" reads nothing); text answers are the
-   phrase's first sentence; MATH answers are the first ``$…$`` after the phrase or a short formula.
+2. The answer stated *last* wins, whether in ``\\boxed{…}`` / ``\\fbox{…}`` or after an answer phrase
+   ("\\boxed{3} … so the final answer is 5" reads 5). Answer phrases: "the (best|final|correct) answer
+   is", "Answer:", "the answer (arabic numerals) is" (a short parenthesised qualifier), "the
+   correct/best option is". "Options:", "Answer choices:" and "Let's check each option:" are not answer
+   phrases (they open or echo the option list), and a value that continues as a list ("(A) 40 (B) 62")
+   is not a choice. A value on the line after the phrase must stand alone ("Answer:\\nC"). The value
+   must stand on its own: "Answer: Based on…" is not choice B, because a letter must be followed by
+   punctuation, the end of the line, or (for A and I, which are English words) a connective such as
+   "because"; a number must open the phrase's sentence ("The answer is 9 * 120 = 1080." reads 1080,
+   "Answer: Let's compute 16 - 3 = 13…" reads nothing); text answers are the phrase's first sentence;
+   MATH answers are the first ``$…$`` after the phrase or a short formula. Numbers and MATH also take
+   GSM8K's line markers ``#### 18`` (strict too) and ``A: 18`` (default).
+3. A response that *is* the answer ("C", "(C) Paris", "B\\n\\nExplanation…", "True.", "18 dollars"): what
+   direct prompts ask for. Long reasoning that merely opens with "(a)" or "A. Let us…" is not choice A.
    The default choice extractor also maps an option's exact text ("The answer is London.") to its letter.
-4. A bare answer at the very start of the response ("C", "(C) Paris", "True.", "18 dollars"), which is
-   what direct prompts ask for and what a prefilled "The answer is" turn continues with.
-5. Numbers only: the last number of the final sentence, *if the response ends in a finished sentence*
-   (its last character is ``.``, ``!``, or a closing bracket/``$``). A CoT cut off by the token budget
-   ends mid-sentence, so it is unparseable rather than scored on a stray intermediate number. The
-   ``number_strict`` extractor skips this rule; ``number_flexible`` takes the last number anywhere
-   (lm-eval's "flexible-extract"; it guesses and is never the default).
+4. Numbers only: the last number of the final sentence, *if the response is finished*. The backend
+   knows: ``finish_reason`` "length" (or "max_tokens", "context_overflow") means cut off, any other
+   value means the model stopped. Only when it is unknown (None: older rows, imported generations) is
+   the last character used (``.``, ``!``, or a closing bracket/``$`` = finished). A cut-off CoT is
+   unparseable rather than scored on a stray intermediate number.
 
 Nothing else is guessed: a long response with no answer phrase is unparseable for choice, label,
 math and text answers. Scoring: letters exactly; numbers as numbers (see :func:`number_equal`); MATH

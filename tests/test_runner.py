@@ -140,3 +140,26 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
     assert seen == [None, str(hf_data)]
     err = capsys.readouterr()
     assert "using the local mirror" in err.err and "Full study" in err.out
+
+
+def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
+    """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
+    extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
+    from cotbench.runner import summarize
+
+    task = get_task("gsm8k")
+    exs = task.load(hf_data, limit=3)
+    golds = {ex.question: ex.gold for ex in exs}
+    backend = TableBackend(lambda req: "Let me think.\nSo the total is " + next(
+        g for q, g in golds.items() if q in req.messages[-1]["content"]))
+    opts = RunOptions("table")
+    units = build_units({task: exs}, ["zs_cot"], opts)
+    execute(units, backend, Store(tmp_path / "s.sqlite"), opts)
+    rows = [score_unit(u, "table") for u in units]
+    assert all(r.finish_reason == "stop" and r.correct for r in rows)
+    for r in rows:
+        assert {n: e["role"] for n, e in r.extractions.items()} == {
+            "number": "default", "number_strict": "strict", "number_flexible": "flexible"}
+        assert r.extractions["number"]["answer"] == r.extracted and not r.extractions["number_strict"]["correct"]
+    (line,) = summarize(rows)
+    assert line["accuracy"] == 1.0 and line["accuracy_strict"] == 0.0 and line["accuracy_flexible"] == 1.0

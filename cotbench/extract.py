@@ -246,6 +246,10 @@ def _choice_by_text(span: str, choices: tuple[str, ...] | None) -> str | None:
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+_STATED = re.compile(r"[,;:\-\u2014]?\s*(?:because|since|as)\b"
+                     r"|(?:is|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer)\b", re.I)
+
+
 def _leading_letter(t: str, example: Example) -> str | None:
     """A response that *is* a choice: "C", "(C) Paris", "B, because ...", or a first line made of the letter
     and the start of that option's own text. Long reasoning that merely opens with an enumerator ("(a) First,
@@ -260,6 +264,8 @@ def _leading_letter(t: str, example: Example) -> str | None:
     if _letter_alone(first, example):
         return letter
     rest = re.sub(r"^[\s*_:\"'\[]*\(?\s*[A-Za-z]\s*\)?[.:)]?\s*", "", first)
+    if _STATED.match(rest):  # "B, because ...", "B is correct since ..."
+        return letter
     opt = (example.choices or ())[LETTERS.index(letter)].strip()
     if opt and rest.casefold().startswith(opt.casefold()) and not rest[len(opt):len(opt) + 1].isalnum():
         return letter
@@ -364,6 +370,8 @@ def _finished(t: str, finish_reason: str | None = None) -> bool:
     if finish_reason is not None:
         return finish_reason not in CUT_OFF
     s = t.rstrip().rstrip("*_ ")
+    if re.fullmatch(r"\$?\s?-?\d[\d,]*(?:\.\d+)?\s?%?", s.rsplit("\n", 1)[-1].strip()):
+        return True  # a last line that is only a number ("...\n\n$80") states it; a cut sentence does not end so
     return bool(s) and s[-1] in ".!)]}$"
 
 

@@ -321,6 +321,9 @@ def test_finish_reason_decides_cut_off():
     finished_looking = "She has 16 - 3 - 4 = 9 eggs left. So far she makes 9 * 2 = 18."
     assert extract_answer(finished_looking, ex).answer == "18"
     assert extract_answer(finished_looking, ex, finish_reason="length").answer is None  # the budget ran out
+    # when the backend did not say, a last line that is only a number is a stated answer, not a cut sentence
+    assert extract_answer("The answer (arabic numerals) is _____.\n\n$18", ex).answer == "18"
+    assert extract_answer("Let me see.\n\n20%", Example("g/4", "gsm8k", "q", "20", "number")).answer == "20"
     # a stated answer counts even when the response ran on past it
     assert extract_answer("The answer is 18.\nLet me double-check: 9 *", ex, finish_reason="length").answer == "18"
 
@@ -345,6 +348,8 @@ def test_choice_false_positives_stay_unparseable(text):
     ("(B) London is the capital of the United Kingdom, so this is the right option here.", "B"),
     ("Answer:\n(B) London", "B"),
     ("The correct option is C.", "C"),
+    ("B, because London has been the capital of the United Kingdom for centuries.", "B"),
+    ("B is correct since London is the seat of the government and the monarchy.", "B"),
 ])
 def test_choice_direct_forms_still_read(text, expected):
     assert extract_answer(text, MC).answer == expected, text
@@ -393,14 +398,16 @@ PUBLISHED = Path(__file__).parent / "fixtures" / "published"
 # (see tests/fixtures/published/README.md). Each threshold sits just below the measured value; every
 # remaining disagreement is explained here, by class.
 AGREEMENT = {
-    "gsm8k_openai_solutions": 0.99,  # 140/140 (was 80/140: the "A: N" endings were unparseable)
-    "gsm8k_kojima_zscot": 0.97,  # 39/40. The one miss is the source's: its answer-trigger stage wrote prose
+    "gsm8k_openai_solutions": 0.99,  # 120/120 (was 71/120: the "A: N" endings were unparseable)
+    "gsm8k_kojima_zscot": 0.97,  # 39/40 (was 38/40). The one miss is the source's: its answer-trigger stage wrote prose
     # ("... is 90 + 80 + 150, which equals 320.") and its cleanser took the *first* number (90); we read 320 = gold.
     "aqua_kojima_zscot": 0.97,  # 40/40
-    "mmlu_pro_tiger": 0.95,  # 72/75. All three misses are degenerate, repeating Llama-3.1-8B outputs that state
+    "gsm8k_kojima_direct": 0.97,  # 40/40 (was 37/40: "...is _____.\n\n$80" and "answer (arabic numerals) is")
+    "aqua_kojima_direct": 0.97,  # 40/40
+    "mmlu_pro_tiger": 0.95,  # 58/60. Both misses are degenerate, repeating Llama-3.1-8B outputs that state
     # no answer; the source counted them correct because its fallback filled in a letter (a random one when no
     # letter is found, else the last stand-alone capital A-J, e.g. the pronoun "I") that happened to be the gold.
-    "bbh_davinci_cot": 0.98,  # 80/80
+    "bbh_davinci_cot": 0.98,  # 60/60
 }
 
 
@@ -427,7 +434,7 @@ def test_published_fixtures_are_documented_and_small():
     readme = (PUBLISHED / "README.md").read_text(encoding="utf-8")
     files = sorted(PUBLISHED.glob("*.jsonl"))
     assert {f.stem for f in files} == set(AGREEMENT)
-    assert sum(f.stat().st_size for f in files) < 350_000
+    assert sum(f.stat().st_size for f in files) < 300_000
     for f in files:
         assert f.name in readme
         for r in _published_rows(f.stem):

@@ -163,3 +163,24 @@ def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
         assert r.extractions["number"]["answer"] == r.extracted and not r.extractions["number_strict"]["correct"]
     (line,) = summarize(rows)
     assert line["accuracy"] == 1.0 and line["accuracy_strict"] == 0.0 and line["accuracy_flexible"] == 1.0
+
+
+def test_report_shows_strict_and_flexible_accuracy(tmp_path):
+    from rich.console import Console
+
+    from cotbench.report import print_summary
+
+    (tmp_path / "summary.csv").write_text(
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out,accuracy_strict,accuracy_flexible\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10,0.25,0.75\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    out = con.export_text()
+    header = next(line for line in out.splitlines() if "accuracy" in line)
+    assert "strict" in header and "flexible" in header and "25.0" in out and "75.0" in out
+    (tmp_path / "summary.csv").write_text(  # a run written before the columns existed
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    assert "strict" not in next(line for line in con.export_text().splitlines() if "accuracy" in line)

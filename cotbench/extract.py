@@ -209,6 +209,10 @@ def _is_option_list(span: str) -> bool:
     return [m.group(1) for m in _OPTION_MARK.finditer(" " + span)][:2] == ["A", "B"]
 
 
+# "So the answer is (A) or (B)." names two options: a hedge, not a choice.
+_HEDGED = re.compile(r"[\s*_:\"'\[]*\(?[A-Z]\)?\s*(?:,|/|or|and)\s*(?:option\s+)?\(?[A-Z]\)?\s*(?:[.,;!]|$)", re.I)
+
+
 def _letter_alone(span: str, example: Example) -> str | None:
     """A letter that makes up the whole line, optionally with its own option text: "C", "(C)", "C. Paris"."""
     letter = _letter_at_start(span, len(example.choices or ()))
@@ -224,7 +228,7 @@ def _choice_span(example: Example) -> Callable[[_Span], str | None]:
     n = len(example.choices or ())
 
     def parse(sp: _Span) -> str | None:
-        if _is_option_list(sp.text):
+        if _is_option_list(sp.text) or _HEDGED.match(sp.text):
             return None
         if not sp.same_line:  # a value on the next line must stand alone, not open a list of options
             return None if _is_option_list(sp.text + " " + sp.after) else _letter_alone(sp.text, example)

@@ -337,6 +337,8 @@ def test_finish_reason_decides_cut_off():
     "Answer choices: (A) Paris (B) London (C) Rome (D) Berlin\nThe United Kingdom's capital is",
     "Options:\n(A) Paris\n(B) London\n(C) Rome\n(D) Berlin\nWe need the capital of the UK, which",
     "The answer is:\n(A) Paris\n(B) London\n(C) Rome",
+    "Above the above, both options are neutral. So the answer is (A) or (B).",  # BBH snarks, code-davinci-002
+    "So the answer is (A) and (B).",
 ])
 def test_choice_false_positives_stay_unparseable(text):
     assert extract_answer(text, MC).answer is None, text
@@ -350,6 +352,7 @@ def test_choice_false_positives_stay_unparseable(text):
     ("The correct option is C.", "C"),
     ("B, because London has been the capital of the United Kingdom for centuries.", "B"),
     ("B is correct since London is the seat of the government and the monarchy.", "B"),
+    ("The answer is (B) and (A) is wrong because Paris is in France.", "B"),
 ])
 def test_choice_direct_forms_still_read(text, expected):
     assert extract_answer(text, MC).answer == expected, text

@@ -28,7 +28,8 @@ from cotbench.tasks.base import DataError, Task
 from cotbench.types import Example
 
 SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
-                  "mean_tokens_out", "tokens_in", "tokens_out", "accuracy_chance_credit", "cost_usd"]
+                  "mean_tokens_out", "tokens_in", "tokens_out", "accuracy_chance_credit", "accuracy_strict",
+                  "accuracy_flexible", "cost_usd"]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -129,6 +129,9 @@ class SampleResult:
     choices: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. plan text, tool outcome
+    # every applicable extractor's reading: name -> {answer, method, correct, role}; `correct` above is the
+    # "default" one. Empty when the answer did not come from text (tool, judge) and in rows written before it.
+    extractions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: no nested dataclasses

@@ -497,3 +497,70 @@ def test_cli_figures_and_published(tmp_path, capsys):
     assert obj["gains"][0]["n"] == 3
     assert {r["setting"]: r["n_disagree"] for r in obj["published_summary"]} == {"zs_cot": 1, "zs_direct": 0}
     assert main(["published", "--model", "o/m", "--config", "mmlu", "csqa", "--file", str(f), "--out", str(pub_dir)]) == 2
+
+
+# ---------------------------------------------------------------- per-extractor accuracy and gain
+
+def _ext(strict, default, flexible):
+    return {"x_strict": {"answer": "A" if strict else None, "method": "t", "correct": strict, "role": "strict"},
+            "x": {"answer": "A", "method": "t", "correct": default, "role": "default"},
+            "x_flexible": {"answer": "A", "method": "t", "correct": flexible, "role": "flexible"}}
+
+
+def test_extractor_gains_side_by_side_by_hand():
+    from cotbench.analysis import extractors
+
+    rows = []
+    for i in range(4):  # direct: right under every extractor on items 0, 1
+        rows.append({**sample(setting="zs_direct", example_id=i, correct=i < 2), "extractions": _ext(i < 2, i < 2, i < 2)})
+    # CoT: strict reads 1 item right, default 2, flexible 3 (the rest stay unparseable for strict)
+    for i in range(4):
+        rows.append({**sample(setting="zs_cot", example_id=i, correct=i < 2),
+                     "extractions": _ext(i < 1, i < 2, i < 3)})
+    v = extractors.verdicts(table(rows))
+    assert set(v["verdicts"]) == {"stored"}
+    acc = extractors.accuracy_table(v).set_index("setting")
+    assert acc.loc["zs_cot", ["acc_strict", "acc_default", "acc_flexible"]].tolist() == [0.25, 0.5, 0.75]
+    assert acc.loc["zs_cot", "unparseable_strict"] == 0.75 and acc.loc["zs_cot", "verdicts"] == "stored"
+    (g,) = extractors.gains_table(v, ("zs",)).to_dict("records")
+    assert (g["gain_strict"], g["gain_default"], g["gain_flexible"]) == (-0.25, 0.0, 0.25)
+    assert g["gain_spread"] == 0.5 and g["acc_cot_flexible"] == 0.75 and g["n"] == 4
+    # the default column is exactly the ordinary gains table
+    assert g["gain_default"] == gains.gains(table(rows), ("zs",))["gain"].iloc[0]
+
+
+def test_old_rows_are_reextracted_or_reported_as_default_only(tmp_path):
+    from cotbench.analysis import extractors
+
+    # rows written before `extractions` existed (no such key in the JSON line)
+    old = [sample(dataset="gsm8k", setting="zs_cot", example_id=0, correct=False, gold="18",
+                  response="She makes 9 * 2 = $18.\nA: 18"),  # the old default missed the "A: N" ending
+           sample(dataset="unknown_ds", setting="zs_cot", example_id=1, correct=True, response="The answer is A")]
+    for r in old:
+        r.pop("extractions")
+    df = load_run(write_run(tmp_path / "old", old))
+    assert df["extractions"].tolist() == [{}, {}]
+    v = extractors.verdicts(df).set_index("dataset")
+    assert v.loc["gsm8k", "verdicts"] == "re-extracted"
+    # strict and flexible are read again; the default column stays the stored verdict (as in every other table)
+    assert v.loc["gsm8k", ["correct_strict", "correct_default", "correct_flexible"]].tolist() == [False, False, True]
+    assert v.loc["unknown_ds", "verdicts"] == "default only"
+    assert v.loc["unknown_ds", ["correct_strict", "correct_default", "correct_flexible"]].tolist() == [True] * 3
+
+
+def test_bad_extractions_field_is_named(tmp_path):
+    row = {**sample(), "extractions": ["not", "an", "object"]}
+    with pytest.raises(DataError, match="line 1: field 'extractions'"):
+        load_run(write_run(tmp_path / "bad", [row]))
+
+
+def test_cli_reports_extractor_tables(tmp_path, capsys):
+    rows = [{**r, "extractions": _ext(r["correct"], r["correct"], True)} for r in paired_rows(DIRECT, COT)]
+    run = write_run(tmp_path / "run", rows)
+    assert main(["analyze", str(run), "--format", "json", "--sections", "extractors"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (g,) = out["extractor_gains"]
+    assert g["gain_default"] == pytest.approx(0.3) and g["gain_flexible"] == 0.0
+    assert {r["verdicts"] for r in out["extractor_accuracy"]} == {"stored"}
+    assert main(["analyze", str(run), "--sections", "extractors", "--out", str(tmp_path / "o")]) == 0
+    assert "gain_spread" in (tmp_path / "o" / "extractor_gains.csv").read_text()

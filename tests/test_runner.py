@@ -140,3 +140,47 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
     assert seen == [None, str(hf_data)]
     err = capsys.readouterr()
     assert "using the local mirror" in err.err and "Full study" in err.out
+
+
+def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
+    """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
+    extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
+    from cotbench.runner import summarize
+
+    task = get_task("gsm8k")
+    exs = task.load(hf_data, limit=3)
+    golds = {ex.question: ex.gold for ex in exs}
+    backend = TableBackend(lambda req: "Let me think.\nSo the total is " + next(
+        g for q, g in golds.items() if q in req.messages[-1]["content"]))
+    opts = RunOptions("table")
+    units = build_units({task: exs}, ["zs_cot"], opts)
+    execute(units, backend, Store(tmp_path / "s.sqlite"), opts)
+    rows = [score_unit(u, "table") for u in units]
+    assert all(r.finish_reason == "stop" and r.correct for r in rows)
+    for r in rows:
+        assert {n: e["role"] for n, e in r.extractions.items()} == {
+            "number": "default", "number_strict": "strict", "number_flexible": "flexible"}
+        assert r.extractions["number"]["answer"] == r.extracted and not r.extractions["number_strict"]["correct"]
+    (line,) = summarize(rows)
+    assert line["accuracy"] == 1.0 and line["accuracy_strict"] == 0.0 and line["accuracy_flexible"] == 1.0
+
+
+def test_report_shows_strict_and_flexible_accuracy(tmp_path):
+    from rich.console import Console
+
+    from cotbench.report import print_summary
+
+    (tmp_path / "summary.csv").write_text(
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out,accuracy_strict,accuracy_flexible\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10,0.25,0.75\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    out = con.export_text()
+    header = next(line for line in out.splitlines() if "accuracy" in line)
+    assert "strict" in header and "flexible" in header and "25.0" in out and "75.0" in out
+    (tmp_path / "summary.csv").write_text(  # a run written before the columns existed
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    assert "strict" not in next(line for line in con.export_text().splitlines() if "accuracy" in line)

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SECTIONS = ("gains", "equals", "significance", "selective", "plan", "published")
+SECTIONS = ("gains", "extractors", "equals", "significance", "selective", "plan", "published")
 
 
 def register(subparsers) -> None:
-    a = subparsers.add_parser("analyze", help="CoT gains, '=' split, significance, selective CoT, plan/tool tables",
+    a = subparsers.add_parser("analyze", help="CoT gains (per answer extractor too), '=' split, significance, "
+                                          "selective CoT, plan/tool tables",
                               description="Analyse finished run directories (samples.jsonl).")
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -68,7 +69,7 @@ def _family(arg: str):
 
 
 def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
-    from cotbench.analysis import equals, gains, plan, published, selective, significance
+    from cotbench.analysis import equals, extractors, gains, plan, published, selective, significance
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
@@ -82,6 +83,16 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
         t["gains_by_dataset"] = ("CoT gain per dataset across models", gains.by_dataset(g))
         t["gains_by_group"] = ("CoT gain per category across models and datasets", gains.by_group(g))
         t["gains_by_group_model"] = ("CoT gain per category × model (mean of dataset gains)", gains.by_group_model(g))
+    if "extractors" in sections:
+        v = extractors.verdicts(df)
+        t["extractor_accuracy"] = (
+            "Accuracy and unparseable rate under each answer extractor: strict = only the prompt's answer format, "
+            "default = what 'correct' holds, flexible = also guesses; verdicts = stored / re-extracted (older rows, "
+            "read again from the response) / default only (every column is the stored 'correct')",
+            extractors.accuracy_table(v))
+        t["extractor_gains"] = ("CoT gain under each extractor, side by side; gain_spread = largest − smallest gain "
+                                "(how much the conclusion depends on parsing)",
+                                extractors.gains_table(v, shots, pool=args.pool_subtasks))
     if "equals" in sections:
         e = equals.equals_split(df, tuple(args.equals_datasets), shots, args.include_gold_in_equals,
                                 args.include_choices_in_equals)

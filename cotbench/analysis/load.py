@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "choices": None,
     "metadata": None,
     "extra": None,
+    "extractions": None,  # absent in rows written before per-extractor verdicts were stored
 }
 ID_COLS = ["model", "dataset", "setting", "example_id", "sample_index"]
 
@@ -67,6 +68,9 @@ def read_samples(path: str | Path, keep_messages: bool = False) -> list[dict[str
         row["question"] = row["question"] or ""
         row["metadata"] = row["metadata"] or {}
         row["extra"] = row["extra"] or {}
+        row["extractions"] = row["extractions"] or {}
+        if not isinstance(row["extractions"], dict):
+            raise DataError(f"{where}: field 'extractions' must be an object, got {type(row['extractions']).__name__}")
         if row["parse_status"] not in ("ok", "unparseable"):
             raise DataError(f"{where}: field 'parse_status' must be 'ok' or 'unparseable', got {row['parse_status']!r}")
         if not keep_messages:

@@ -402,11 +402,6 @@ PUBLISHED = Path(__file__).parent / "fixtures" / "published"
 # remaining disagreement is explained here, by class.
 AGREEMENT = {
     "gsm8k_openai_solutions": 0.99,  # 120/120 (was 71/120: the "A: N" endings were unparseable)
-    "gsm8k_kojima_zscot": 0.97,  # 39/40 (was 38/40). The one miss is the source's: its answer-trigger stage wrote prose
-    # ("... is 90 + 80 + 150, which equals 320.") and its cleanser took the *first* number (90); we read 320 = gold.
-    "aqua_kojima_zscot": 0.97,  # 40/40
-    "gsm8k_kojima_direct": 0.97,  # 40/40 (was 37/40: "...is _____.\n\n$80" and "answer (arabic numerals) is")
-    "aqua_kojima_direct": 0.97,  # 40/40
     "mmlu_pro_tiger": 0.95,  # 58/60. Both misses are degenerate, repeating Llama-3.1-8B outputs that state
     # no answer; the source counted them correct because its fallback filled in a letter (a random one when no
     # letter is found, else the last stand-alone capital A-J, e.g. the pronoun "I") that happened to be the gold.

@@ -24,7 +24,9 @@ from cotbench.meta.models import (
 )
 from cotbench.meta.robust import RobustResult, robust
 
-__all__ = ["rma_mv", "MvResult"]
+__all__ = ["rma_mv", "MvResult", "METHODS"]
+
+METHODS = ("REML", "ML")  # variance-component estimators rma_mv accepts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,8 +295,8 @@ def rma_mv(
     ``test="t"`` uses t/F tests with k - p degrees of freedom.
     """
     method = method.upper()
-    if method not in ("REML", "ML"):
-        raise ValueError(f"rma_mv supports method REML or ML, got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"rma_mv supports method {' or '.join(METHODS)}, got {method!r}")
     test = test.lower()
     if test not in ("z", "t"):
         raise ValueError(f"rma_mv test must be 'z' or 't', got {test!r}")

@@ -187,8 +187,21 @@ def _reml_traces(X, w) -> tuple[float, float]:
     return trP, trPP
 
 
-def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter: int = 500) -> tuple[float, int]:
-    """ML/REML tau^2 by Fisher scoring with step halving and truncation at zero (as metafor does)."""
+def _ll_dropped(ll_new: float, ll: float) -> bool:
+    """Whether a step lowered the log-likelihood by more than round-off.
+
+    Near the maximum the gain of a Fisher step is below the precision of the log-determinants, so the
+    step-halving safeguard must not read that noise as a failed step (it would stall short of the root).
+    """
+    return ll_new < ll - 1e-10 * (1 + abs(ll))
+
+
+def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter: int = 1000) -> tuple[float, int]:
+    """ML/REML tau^2 by Fisher scoring with truncation at zero (as metafor) and step halving as a safeguard.
+
+    Converged when the full Fisher step is below ``tol`` (relative), i.e. at a root of the score equation
+    (or at tau^2 = 0 with the score pointing below it).
+    """
     tau2 = max(0.0, start)
     ll = _loglik_uni(y, X, v, tau2, reml)
     for it in range(1, maxiter + 1):
@@ -199,17 +212,16 @@ def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter:
             step = (np.sum((w * r) ** 2) - trP) / trPP
         else:
             step = (np.sum(w * w * r * r) - np.sum(w)) / np.sum(w * w)
+        if abs(step) <= tol * (1 + tau2) or (tau2 == 0 and step <= 0):
+            return tau2, it
         t = 1.0
         while True:
             new = max(0.0, tau2 + t * step)
             ll_new = _loglik_uni(y, X, v, new, reml)
-            if ll_new >= ll - 1e-12 or t < 1e-10:
+            if not _ll_dropped(ll_new, ll) or t < 1e-10:
                 break
             t /= 2
-        done = abs(new - tau2) <= tol * (1 + tau2)
         tau2, ll = new, ll_new
-        if done:
-            return tau2, it
     raise RuntimeError(f"{'REML' if reml else 'ML'} estimation of tau^2 did not converge in {maxiter} iterations")
 
 

@@ -283,4 +283,4 @@ out <- list(
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, na = "null", null = "null", pretty = 1), out_file)
 cat("wrote", out_file, ":", length(rma_cases), "rma,", length(mv_cases), "rma.mv,", length(robust_cases),
     "robust,", length(regtest_cases), "regtest,", length(trimfill_cases), "trimfill,", length(loo_cases),
-    "leave1out cases\n")
+    "leave1out,", length(subgroup_cases), "subgroups cases\n")

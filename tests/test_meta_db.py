@@ -460,9 +460,12 @@ def test_query_aggregates_leave_out_pooled_rows_unless_asked(tmp_path, capsys):
     assert query(df, aggs="n", include_pooled=True).iloc[0]["n"] == 9
     assert len(query(df)) == 9 and query(df)["pooled"].sum() == 1      # row listings show every row
     assert cli_main(["meta", "query", "--file", str(path), "--agg", "n", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "8"
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1] == "8"
+    assert "1 pooled rows left out of the aggregates" in got.err          # the CLI says what it left out
     assert cli_main(["meta", "query", "--file", str(path), "--agg", "n", "--format", "csv", "--include-pooled"]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "9"
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1] == "9" and "left out" not in got.err
 
 
 def test_category_map_file_is_checked(tmp_path, capsys):

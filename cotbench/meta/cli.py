@@ -113,9 +113,16 @@ def cmd_validate(args) -> int:
 
 def cmd_query(args) -> int:
     df = db.load(args.file)
-    out = db.query(df, category=args.category, dataset=args.dataset, model=args.model, venue=args.venue,
-                   year=args.year, paper=args.paper, origin=args.origin, shots=args.shots, split=args.split,
-                   group_by=args.group_by, aggs=args.agg, value=args.value, include_pooled=args.include_pooled)
+    filters = dict(category=args.category, dataset=args.dataset, model=args.model, venue=args.venue,
+                   year=args.year, paper=args.paper, origin=args.origin, shots=args.shots, split=args.split)
+    out = db.query(df, **filters, group_by=args.group_by, aggs=args.agg, value=args.value,
+                   include_pooled=args.include_pooled)
+    if (args.group_by or args.agg) and not args.include_pooled:
+        # say what the aggregate left out, as fit and plot do, so a total never silently differs from the rows
+        rows = db.query(df, **filters)
+        n_pooled = int(rows["pooled"].sum()) if "pooled" in rows else 0
+        if n_pooled:
+            print(f"{n_pooled} pooled rows left out of the aggregates (--include-pooled keeps them)", file=sys.stderr)
     if args.format == "csv":
         sys.stdout.write(out.to_csv(index=False))
     elif args.format == "json":

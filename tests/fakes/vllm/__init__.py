@@ -3,7 +3,8 @@ reject what vLLM 0.33 accepts and rejects (tests/test_vllm_contract.py holds it 
 package where that is installed):
 
 * ``SamplingParams(**kw)``: the same fields' ranges, the same messages, ``VLLMValidationError`` (not a
-  ValueError) for a bad value, TypeError for an unknown field;
+  ValueError) for a bad value, TypeError for an unknown field; greedy (temperature 0) resets top_p,
+  top_k and min_p as vLLM does;
 * ``LLM(model, **engine_kw)``: TypeError for an unknown engine argument; ValueError when
   ``max_model_len`` exceeds the model's (``max_position_embeddings`` of a local config.json, else
   ``DERIVED_MAX_LEN``), when tensor x pipeline size exceeds the visible GPUs, and when the engines of
@@ -97,6 +98,10 @@ class SamplingParams:
         for ok, message in checks:
             if not ok:
                 raise VLLMValidationError(message)
+        if self.seed == -1:
+            self.seed = None
+        if self.temperature < 1e-5:  # greedy: vLLM drops the other sampling knobs
+            self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0
 
 
 def _derived_max_len(model: str) -> int:

@@ -152,6 +152,15 @@ def test_over_long_prompt_is_recorded_as_context_overflow(fake_vllm):
     assert sum(c["n"] for c in fake_vllm.CALLS) < 3 * 8  # split around the offender, not one by one
 
 
+def test_a_skipped_over_long_prompt_is_an_overflow_too():
+    from types import SimpleNamespace as NS
+
+    skipped = NS(prompt_token_ids=[1] * 9000, outputs=[NS(text="", token_ids=[], finish_reason="length")])
+    cut = NS(prompt_token_ids=[1, 2], outputs=[NS(text="a b", token_ids=[7, 8], finish_reason="length")])
+    assert vllm_offline.to_response(skipped, 0.0).finish_reason == "context_overflow"
+    assert vllm_offline.to_response(cut, 0.0).finish_reason == "length"
+
+
 def test_sampling_and_engine_errors_are_clear_and_early(fake_vllm, tmp_path):
     b = backend()
     with pytest.raises(BackendError, match=r"rejected the sampling parameters.*temperature must be in \[0, 2\]"):
@@ -241,6 +250,8 @@ def test_dead_data_parallel_worker_stops_the_run(fake_vllm, monkeypatch):
     b = backend(data_parallel_size=2, chunk_size=1)
     with pytest.raises(BackendError, match=r"rank \d exited with code 9 without reporting"):
         b.generate([req(0), req("<<die>>"), req(2)], lambda r, resp: None)
+    with pytest.raises(BackendError, match="stopped after an earlier error"):  # not a hang either
+        b.generate([req(3)], lambda r, resp: None)
 
 
 def test_data_parallel_engines_start_once_across_rounds(fake_vllm, monkeypatch, tmp_path):

@@ -112,10 +112,15 @@ def template_kwargs(prefilled: bool) -> dict[str, bool]:
 
 
 def to_response(out: Any, latency_s: float) -> Response:
-    """Convert one ``vllm.RequestOutput``."""
+    """Convert one ``vllm.RequestOutput``.
+
+    A "length" finish with no token at all cannot come from ``max_tokens`` (it is at least 1): it is
+    how engines that skip an over-long prompt instead of raising (vLLM's older V0 engine) report it,
+    so it is recorded as the same ``context_overflow`` outcome."""
     c = out.outputs[0]
+    finish = "context_overflow" if c.finish_reason == "length" and not len(c.token_ids) else c.finish_reason
     return Response(text=c.text, tokens_in=len(out.prompt_token_ids or []), tokens_out=len(c.token_ids),
-                    finish_reason=c.finish_reason, latency_s=latency_s)
+                    finish_reason=finish, latency_s=latency_s)
 
 
 def overflow_response(latency_s: float = 0.0) -> Response:
@@ -368,7 +373,10 @@ class LocalEngine:
             emit(runner.run(chunk), reasons)
 
     def close(self) -> None:
+        import gc
+
         self.llm = None
+        gc.collect()  # vLLM shuts its engine down when the LLM object is collected
 
 
 def _worker(rank: int, gpus: list[str], engine_kw: dict, tasks, results) -> None:
@@ -423,6 +431,8 @@ class ReplicaPool:
                                        "chunks are saved, rerun to resume") from None
 
     def run(self, chunks: list[list[Request]], emit: Emit) -> None:
+        if not self.procs:
+            raise BackendError("the data-parallel replicas were stopped after an earlier error")
         for cid, chunk in enumerate(chunks):
             self.tasks.put((cid, chunk))
         pending = set(range(len(chunks)))

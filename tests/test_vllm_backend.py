@@ -120,7 +120,8 @@ def test_double_rejects_what_vllm_rejects(fake_vllm):
         llm.chat([conv, conv], sampling_params=[fake_vllm.SamplingParams()])
     with pytest.raises(VLLMValidationError, match="maximum model length of 64"):
         llm.chat([[{"role": "user", "content": "w " * 100}]], sampling_params=[fake_vllm.SamplingParams()])
-    out = llm.chat([[{"role": "user", "content": "a b c d e f"}]], sampling_params=[fake_vllm.SamplingParams(max_tokens=2)])
+    out = llm.chat([[{"role": "user", "content": "a b c d e f"}]],
+                   sampling_params=[fake_vllm.SamplingParams(max_tokens=2)])
     assert out[0].outputs[0].finish_reason == "length" and len(out[0].outputs[0].token_ids) == 2
 
 
@@ -241,7 +242,7 @@ def test_persistent_engine_errors_stop_the_run_and_store_nothing_for_them(fake_v
     stored: dict = {}
     with pytest.raises(BackendError, match=r"finish_reason 'error' after 2 retries"):
         b.generate([req(0), bad], lambda r, resp: stored.setdefault(r.key, resp))
-    assert bad.key not in stored and all(resp.finish_reason == "stop" for resp in stored.values())
+    assert bad.key not in stored and stored[req(0).key].finish_reason == "stop"  # the rest of the chunk is kept
 
 
 @pytest.mark.timeout(120)
@@ -252,6 +253,18 @@ def test_dead_data_parallel_worker_stops_the_run(fake_vllm, monkeypatch):
         b.generate([req(0), req("<<die>>"), req(2)], lambda r, resp: None)
     with pytest.raises(BackendError, match="stopped after an earlier error"):  # not a hang either
         b.generate([req(3)], lambda r, resp: None)
+
+
+def test_data_parallel_workers_record_overflows_and_keep_finished_work(fake_vllm, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    b = backend(data_parallel_size=2, max_model_len=50, chunk_size=3)
+    long = req("x " * 60)
+    got = collect(b, [req(0), long, req(2), req(3)])
+    assert got[long.key].finish_reason == "context_overflow" and len(got) == 4
+    stored: dict = {}
+    with pytest.raises(BackendError, match=r"finish_reason 'error'"):
+        b.generate([req(4), req("<<error>>"), req(5)], lambda r, resp: stored.setdefault(r.key, resp))
+    assert set(stored) == {req(4).key, req(5).key}
 
 
 def test_data_parallel_engines_start_once_across_rounds(fake_vllm, monkeypatch, tmp_path):

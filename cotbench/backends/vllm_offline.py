@@ -293,43 +293,58 @@ class ChunkRunner:
     def __init__(self, llm, vllm_mod, note_retry: Callable[[str], None]):
         self.llm, self.vllm, self.note_retry = llm, vllm_mod, note_retry
 
-    def run(self, reqs: list[Request]) -> list[tuple[Request, Response]]:
+    def run(self, reqs: list[Request]) -> tuple[list[tuple[Request, Response]], str | None]:
+        """The finished (request, response) pairs, and why the rest could not be finished (or None).
+
+        Whatever finished is returned even when something failed, so it is stored before the run stops."""
         params = build_sampling_params(self.vllm, reqs)
-        results: dict[int, Response] = {}
+        final: dict[int, Response] = {}
         todo = list(range(len(reqs)))
+        failure = None
         for attempt in range(MAX_RETRIES + 1):
-            got = self._isolate(reqs, params, todo)
-            retry = [i for i in todo if got[i].finish_reason in RETRY_FINISH]
-            results.update({i: got[i] for i in todo if i not in retry})
-            if not retry:
+            got: dict[int, Response] = {}
+            try:
+                self._isolate(reqs, params, todo, got)
+            except BackendError as e:
+                failure = str(e)
+            retry = [i for i in got if got[i].finish_reason in RETRY_FINISH]
+            final.update({i: resp for i, resp in got.items() if i not in retry})
+            if failure or not retry:
+                break
+            if attempt == MAX_RETRIES:
+                first = got[retry[0]].finish_reason
+                failure = (f"vLLM finished {len(retry)} request(s) with finish_reason {first!r} after "
+                           f"{MAX_RETRIES} retries (first: request {reqs[retry[0]].key[:12]}); nothing was "
+                           "stored for them, rerun to retry")
                 break
             for i in retry:
                 self.note_retry(f"finish_{got[i].finish_reason}")
-            if attempt == MAX_RETRIES:
-                r = reqs[retry[0]]
-                raise BackendError(f"vLLM finished {len(retry)} request(s) with finish_reason "
-                                   f"{got[retry[0]].finish_reason!r} after {MAX_RETRIES} retries (first: "
-                                   f"request {r.key[:12]}); nothing was stored for them, rerun to retry")
             todo = retry
-        return [(reqs[i], results[i]) for i in range(len(reqs))]
+        return [(reqs[i], final[i]) for i in sorted(final)], failure
 
-    def _isolate(self, reqs, params, idx: list[int]) -> dict[int, Response]:
-        """Generate ``idx``; on a "prompt too long" error split it until the offenders stand alone."""
+    def _isolate(self, reqs, params, idx: list[int], got: dict[int, Response]) -> None:
+        """Generate ``idx`` into ``got``; on a "prompt too long" error split it until the offenders
+        stand alone (each then an overflow outcome). Other errors raise BackendError."""
         if not idx:
-            return {}
+            return
         t0 = time.perf_counter()
         try:
             outs = self._chat([reqs[i] for i in idx], [params[i] for i in idx])
+        except BackendError:
+            raise
         except Exception as e:  # noqa: BLE001 - classified below
             if not is_context_overflow(e):
                 raise BackendError(f"vLLM failed on a batch of {len(idx)} requests: "
                                    f"{type(e).__name__}: {e}") from e
             if len(idx) == 1:
-                return {idx[0]: overflow_response(time.perf_counter() - t0)}
+                got[idx[0]] = overflow_response(time.perf_counter() - t0)
+                return
             mid = len(idx) // 2
-            return {**self._isolate(reqs, params, idx[:mid]), **self._isolate(reqs, params, idx[mid:])}
+            self._isolate(reqs, params, idx[:mid], got)
+            self._isolate(reqs, params, idx[mid:], got)
+            return
         dt = (time.perf_counter() - t0) / len(idx)
-        return {i: to_response(o, dt) for i, o in zip(idx, outs)}
+        got.update({i: to_response(o, dt) for i, o in zip(idx, outs)})
 
     def _chat(self, reqs: list[Request], params: list) -> list:
         prefilled = {bool(r.prefill) for r in reqs}
@@ -366,17 +381,28 @@ class LocalEngine:
         self.vllm = vllm
         self.llm = start_engine(vllm, engine_kw)
 
+    def run_chunk(self, chunk: list[Request]) -> tuple[list[tuple[Request, Response]], dict[str, int], str | None]:
+        reasons: dict[str, int] = {}
+        runner = ChunkRunner(self.llm, self.vllm, lambda why: reasons.__setitem__(why, reasons.get(why, 0) + 1))
+        pairs, failure = runner.run(chunk)
+        return pairs, reasons, failure
+
     def run(self, chunks: list[list[Request]], emit: Emit) -> None:
         for chunk in chunks:
-            reasons: dict[str, int] = {}
-            runner = ChunkRunner(self.llm, self.vllm, lambda why: reasons.__setitem__(why, reasons.get(why, 0) + 1))
-            emit(runner.run(chunk), reasons)
+            finish_chunk(emit, *self.run_chunk(chunk))
 
     def close(self) -> None:
         import gc
 
         self.llm = None
         gc.collect()  # vLLM shuts its engine down when the LLM object is collected
+
+
+def finish_chunk(emit: Emit, pairs, reasons: dict[str, int], failure: str | None) -> None:
+    """Hand over what finished, then stop if something could not be finished."""
+    emit(pairs, reasons)
+    if failure:
+        raise BackendError(failure)
 
 
 def _worker(rank: int, gpus: list[str], engine_kw: dict, tasks, results) -> None:
@@ -386,7 +412,7 @@ def _worker(rank: int, gpus: list[str], engine_kw: dict, tasks, results) -> None
         results.put(("ready", rank, None))
         while (item := tasks.get()) is not None:
             cid, chunk = item
-            engine.run([chunk], lambda pairs, reasons: results.put(("ok", cid, (pairs, reasons))))
+            results.put(("ok", cid, engine.run_chunk(chunk)))
     except BaseException as e:  # report, never leave the parent waiting
         results.put(("error", rank, f"data-parallel rank {rank} (GPUs {','.join(gpus)}): {e}"))
 
@@ -440,7 +466,11 @@ class ReplicaPool:
             kind, key, payload = self._next()
             if kind == "ok":
                 pending.discard(key)
-                emit(*payload)
+                try:
+                    finish_chunk(emit, *payload)
+                except BackendError:
+                    self.close()
+                    raise
             elif kind == "error":
                 self.close()
                 raise BackendError(payload)

@@ -82,10 +82,12 @@ class SamplingParams:
         elif self.stop is None:
             self.stop = []
         checks = [
-            (-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}."),
+            (-2.0 <= self.presence_penalty <= 2.0,
+             f"presence_penalty must be in [-2, 2], got {self.presence_penalty}."),
             (-2.0 <= self.frequency_penalty <= 2.0,
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}."),
-            (self.repetition_penalty > 0.0, f"repetition_penalty must be greater than zero, got {self.repetition_penalty}."),
+            (self.repetition_penalty > 0.0,
+             f"repetition_penalty must be greater than zero, got {self.repetition_penalty}."),
             (math.isfinite(self.temperature), f"temperature must be a finite number, got {self.temperature}."),
             (self.temperature >= 0.0, f"temperature must be non-negative, got {self.temperature}."),
             (self.temperature <= 2.0, f"temperature must be in [0, 2], got {self.temperature}."),

@@ -352,3 +352,18 @@ def test_ray_needs_ray_and_no_data_parallel(fake_vllm, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "ray" else real_find_spec(n, *a))
     with pytest.raises(BackendError, match=r"--data-parallel-size with --distributed-executor-backend ray"):
         backend(distributed_executor_backend="ray", data_parallel_size=2)
+
+
+def test_cli_run_records_an_over_long_prompt_and_exits_zero(fake_vllm, tmp_path, monkeypatch, capsys):
+    from cotbench.cli import main
+
+    monkeypatch.setattr(vllm_offline, "hub_commit", lambda model_id, revision: COMMIT)
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 + 2?", "answer": 4}) + "\n"
+                    + json.dumps({"question": "x " * 5000 + "What is 3 + 3?", "answer": 6}) + "\n")
+    out = tmp_path / "run"
+    rc = main(["run", "--model", "org/model", "--backend", "vllm", "--dataset-file", str(data), "--answer-type",
+               "number", "--settings", "zs_direct", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["finish_reason"] for r in rows) == ["context_overflow", "stop"]

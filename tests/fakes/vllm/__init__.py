@@ -19,7 +19,8 @@ the rendered conversation. Faults are asked for in the text of the last message:
 ``<<error:K>>`` finish that prompt with ``"abort"`` / ``"error"`` its first K times in a process
 (K omitted: always); ``<<die>>`` ends a worker process (never the test process) without a word.
 ``FAKE_VLLM_LOG`` (a file path) gets one JSON line per engine start and per chat call, from every
-process. It is NOT vLLM: tests put it on sys.path explicitly, and only in tests/test_vllm_backend.py.
+process. It is NOT vLLM: tests/test_vllm_backend.py puts it on sys.path explicitly, and
+tests/test_vllm_contract.py loads it under another name beside the real package.
 """
 from __future__ import annotations
 

@@ -189,7 +189,9 @@ def check_loadable(model_id: str, vllm_version: str, trust_remote_code: bool) ->
     """Fail before any GPU work for models this vLLM cannot load, naming a way that works."""
     from cotbench.models import VLLM_LIMITS
 
-    if model_id.lower().endswith(".gguf") or (Path(model_id).is_dir() and any(Path(model_id).glob("*.gguf"))):
+    local = Path(model_id)
+    gguf_only_dir = local.is_dir() and not (local / "config.json").exists() and any(local.glob("*.gguf"))
+    if model_id.lower().endswith(".gguf") or gguf_only_dir:
         raise BackendError(
             f"{model_id}: the vllm backend does not load GGUF files (vLLM {vllm_version} cannot load GGUF, "
             "and older releases needed the original tokenizer, which cotbench does not pass). Use the "

@@ -116,7 +116,7 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
                            data_parallel_size=cfg.data_parallel_size, seed=cfg.seed,
                            pipeline_parallel_size=cfg.pipeline_parallel_size,
                            distributed_executor_backend=cfg.distributed_executor_backend,
-                           max_model_len=spec.context_length or None)
+                           model_context=spec.context_length or None)
     raise ValueError(f"unknown backend {spec.backend!r}")
 
 

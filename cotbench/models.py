@@ -52,6 +52,26 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     _m("gemini-1.5-pro", "gemini-1.5-pro-001", "openai", "gemini", 2097152, False, "GEMINI_API_KEY", GEMINI_URL),
 ]}
 
+
+@dataclass(frozen=True)
+class VLLMLimit:
+    """What it takes for the vllm backend to load a registry model; checked before any GPU work."""
+
+    why: str
+    instead: str
+    last_vllm: str | None = None  # newest vLLM release that still loads it
+    trust_remote_code: bool = False
+
+
+VLLM_LIMITS: dict[str, VLLMLimit] = {
+    "microsoft/Phi-3-small-8k-instruct": VLLMLimit(
+        why="its architecture (Phi3SmallForCausalLM) left vLLM after 0.9.2, and its tokenizer is remote code",
+        instead=("A way that works: serve it with vLLM 0.9.2 in its own environment, `pip install vllm==0.9.2 && "
+                 "vllm serve microsoft/Phi-3-small-8k-instruct --trust-remote-code`, then run cotbench with "
+                 "--model phi-3-small-8k-instruct --backend openai --base-url http://HOST:8000/v1"),
+        last_vllm="0.9.2", trust_remote_code=True),
+}
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 

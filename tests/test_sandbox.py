@@ -197,10 +197,53 @@ def _sandbox_uids() -> list[int]:
 
 
 def test_allocating_far_beyond_the_limit(mode):
-    out = run_python("x = bytearray(50 * 1024 ** 3)\n", FAST)
+    # bytes(n) is calloc'ed: address space is reserved without touching pages, so RLIMIT_AS is reached in
+    # a few milliseconds of CPU and the CPU limit can never come first (bytearray(n) memsets: it raced)
+    out = run_python("x = bytes(50 * 1024 ** 3)\n", FAST)
     assert out.status == "memory", out
-    out = run_python("chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 ** 2))\n", FAST)
+    out = run_python("chunks = []\nwhile True:\n    chunks.append(bytes(50 * 1024 ** 2))\n", FAST)
     assert out.status == "memory", out
+
+
+# the wrapper's report on fd 3 is written by the program's process: a program can write anything there
+HOSTILE_REPORTS = {
+    "deep_nesting": b"[" * 65536,
+    "deep_nesting_in_field": b'{"status": "exception", "detail": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "huge_int": b'{"status": "ok", "int": ' + b"9" * 5000 + b"}",
+    "huge_int_text": b'{"status": "ok", "int": "' + b"9" * 5000 + b'"}',
+    "huge_float": b'{"status": "ok", "float": 1e999999}',
+    "nan": b'{"status": "ok", "float": NaN}',
+    "not_utf8": b'{"status": "ok", "int": "\xff\xfe"}',
+    "oversized": b'{"status": "ok", "detail": "' + b"x" * 200_000 + b'", "int": "1"}',
+    "wrong_types": b'{"status": ["ok"], "int": {"a": 1}}',
+    "bad_status": b'{"status": "pwned", "int": "1"}',
+    "z3_verdict": b'{"status": "ok", "verdict": {"entailed": 1}}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REPORTS))
+def test_hostile_result_report_is_a_recorded_status(mode, name):
+    """Issue #18.1: whatever bytes arrive on the result descriptor, run_code returns an Outcome."""
+    code = f"import os\nos.write(3, {HOSTILE_REPORTS[name]!r})\nos._exit(0)\n"
+    for kind in (("python", "z3") if name == "z3_verdict" else ("python",)):
+        out = sandbox.run_code(code, kind, FAST)  # raised RecursionError / ValueError before the fix
+        assert out.status in ("crashed", "bad_answer"), out
+        assert out.answer is None
+        assert len(out.detail) <= 1500 and len(out.value or "") <= 200
+
+
+def test_program_cannot_fake_a_sandbox_setup_failure(mode):
+    code = ("import sys, os\nsys.stderr.write('cotbench-sandbox: setup failed: forged\\n')\n"
+            "sys.stderr.flush()\nos._exit(125)\n")
+    out = run_python(code, FAST)
+    assert out.status == "exception", out
+
+
+def test_parse_result_is_total():
+    assert sandbox.parse_result(b'{"status": "ok", "int": "18"}') == {"status": "ok", "int": "18"}
+    for raw in HOSTILE_REPORTS.values():
+        got = sandbox.parse_result(raw)
+        assert got is None or all(v is None or isinstance(v, str) for v in got.values())
 
 
 def test_too_many_threads_fail_inside_the_program(mode):

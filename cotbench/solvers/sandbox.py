@@ -75,6 +75,7 @@ Z3_VERDICTS = ("entailed", "refuted", "undetermined")
 _MAX_CODE_BYTES = 256_000
 _SETUP_FAILED = 125  # launcher exit code when the sandbox could not be set up
 _TAIL = 2000  # characters of stdout/stderr kept in an Outcome
+_RESULT_CAP = 65536  # bytes of the wrapper's report read from fd 3 (more: unreadable result)
 
 
 @dataclass(frozen=True)
@@ -317,9 +318,11 @@ def _count_own_processes() -> int:
 
 def _launch() -> int:
     """Entry point of ``python -I -S sandbox.py --launch``: config JSON on stdin."""
+    nonce = ""
     try:
         os.umask(0o022)  # folders made for the root must be traversable by the sandbox uid
         cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+        nonce = cfg["nonce"]
         basic = cfg["mode"] == "basic"
         uid = cfg["uid"]
         if basic:
@@ -348,7 +351,7 @@ def _launch() -> int:
         argv = [cfg["python"], "-I", "-S", "-B", wrapper_path, cfg["kind"],
                 str(cfg["limits"]["z3_timeout_ms"]), libdir, "1" if basic else "0"]
     except Exception as e:  # noqa: BLE001 - report any setup failure as such
-        sys.stderr.write(f"cotbench-sandbox: setup failed: {type(e).__name__}: {e}\n")
+        sys.stderr.write(f"cotbench-sandbox[{nonce}]: setup failed: {type(e).__name__}: {e}\n")
         return _SETUP_FAILED
     pid = os.fork()
     if pid == 0:
@@ -371,7 +374,7 @@ def _launch() -> int:
             os.execve(cfg["python"], argv, env)
         except BaseException as e:  # noqa: BLE001
             try:
-                os.write(2, f"cotbench-sandbox: setup failed: {type(e).__name__}: {e}\n".encode())
+                os.write(2, f"cotbench-sandbox[{nonce}]: setup failed: {type(e).__name__}: {e}\n".encode())
             finally:
                 os._exit(_SETUP_FAILED)
     os.close(cfg["result_fd"])  # only the program writes results
@@ -520,7 +523,8 @@ def run_code(code: str, kind: str = "python", limits: Limits | None = None) -> O
     root = tempfile.mkdtemp(prefix="cotbench-sbx-")
     os.chmod(root, 0o755)
     ro, hide = _python_paths(python) if mode == "namespace" else ([], [])
-    cfg = {"mode": mode, "root": root, "code": code, "kind": kind, "uid": uid, "python": python,
+    nonce = os.urandom(8).hex()  # marks the launcher's own failure reports (the program never sees it)
+    cfg = {"mode": mode, "nonce": nonce, "root": root, "code": code, "kind": kind, "uid": uid, "python": python,
            "limits": asdict(lim), "ro_paths": ro, "hide_paths": hide, "z3_dir": _z3_dir() if kind == "z3" else None}
     launcher = [os.path.realpath(sys.executable), "-I", "-S", "-B", os.path.abspath(__file__), "--launch"]
     cmd = (_unshare_cmd() if mode == "namespace" else []) + launcher
@@ -568,7 +572,7 @@ def run_code(code: str, kind: str = "python", limits: Limits | None = None) -> O
                     continue
                 buf = key.data
                 buf.extend(chunk)
-                cap = 65536 if buf is res else lim.output_bytes
+                cap = _RESULT_CAP + 1 if buf is res else lim.output_bytes
                 if len(buf) > cap:
                     del buf[cap:]
                     if buf is not res:
@@ -606,7 +610,7 @@ def run_code(code: str, kind: str = "python", limits: Limits | None = None) -> O
         return Outcome(status="timeout", detail=f"wall-clock limit of {lim.wall_s:g}s", **base)
     if killed_for == "output_limit":
         return Outcome(status="output_limit", detail=f"more than {lim.output_bytes} bytes of output", **base)
-    return _classify(bytes(res), rc, kind, lim, base)
+    return _classify(bytes(res), rc, kind, lim, base, nonce)
 
 
 def _drain(sel: selectors.BaseSelector, seconds: float) -> None:
@@ -637,16 +641,58 @@ def _kill_uid(uid: int, python: str) -> None:
         pass
 
 
-def _classify(res: bytes, rc: int, kind: str, lim: Limits, base: dict[str, Any]) -> Outcome:
+def _json_depth_ok(text: str, max_depth: int = 1) -> bool:
+    """Whether ``text`` nests arrays/objects at most ``max_depth`` deep, checked without recursion
+    (a deep ``[[[[…`` must not reach the recursive JSON parser, whatever the harness's recursion limit)."""
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def parse_result(res: bytes) -> dict[str, str | None] | None:
+    """The wrapper's report on fd 3, read as untrusted input (the program can write anything there).
+
+    Accepted only as one flat JSON object of strings/nulls, at most :data:`_RESULT_CAP` bytes; numbers
+    stay text (no int conversion of a 5,000-digit literal), and nothing it contains can raise here:
+    anything else gives ``None`` (recorded as ``crashed``: unreadable result)."""
+    if len(res) > _RESULT_CAP:
+        return None
+    text = res.decode("utf-8", "replace")
+    if not _json_depth_ok(text):
+        return None
+    try:
+        obj = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    except Exception:  # noqa: BLE001 - bytes from the sandbox may provoke any parser error
+        return None
+    if not isinstance(obj, dict) or not all(v is None or isinstance(v, str) for v in obj.values()):
+        return None
+    return {str(k)[:64]: v for k, v in obj.items()}
+
+
+def _classify(res: bytes, rc: int, kind: str, lim: Limits, base: dict[str, Any], nonce: str = "") -> Outcome:
     err = base["stderr"]
-    if rc == _SETUP_FAILED and "cotbench-sandbox: setup failed" in err:
-        return Outcome(status="sandbox_error", detail=err.strip().splitlines()[-1][:500], **base)
+    marker = f"cotbench-sandbox[{nonce}]: setup failed"
+    if rc == _SETUP_FAILED and nonce and marker in err:  # the nonce: a program cannot fake a setup failure
+        line = next(ln for ln in reversed(err.splitlines()) if marker in ln)
+        return Outcome(status="sandbox_error", detail=line.replace(f"[{nonce}]", "")[:500], **base)
     if res:
-        try:
-            obj = json.loads(res.decode("utf-8", "replace"))
-        except json.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("status") in STATUSES:
+        obj = parse_result(res)
+        if obj is not None and obj.get("status") in STATUSES:
             return _from_result(obj, kind, base)
         return Outcome(status="crashed", detail="unreadable result from the program", **base)
     if rc > 128:

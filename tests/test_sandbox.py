@@ -370,6 +370,34 @@ def test_deleting_files_outside_fails(mode, tmp_path):
     assert "removed" not in out.stdout
 
 
+def test_mounts_below_read_only_paths_are_read_only_too(tmp_path):
+    """Issue #18.5: a writable mount below a bound path (here a stand-in tmpfs on /usr/src, in a private
+    mount namespace of a stand-in harness) must be read-only inside the sandbox too; checked from outside."""
+    import subprocess
+
+    if isolation_mode() != "namespace":
+        pytest.skip("namespace mode only (basic mode makes no mounts)")
+    script = tmp_path / "harness.py"
+    script.write_text(
+        "import os, json\n"
+        "from cotbench.solvers.sandbox import Limits, run_python\n"
+        "code = ('import os\\nw = []\\nfor p in (\"/usr/src/pwned\", \"/usr/src/d\"):\\n'\n"
+        "        '    try:\\n        (os.mkdir if p.endswith(\"d\") else lambda q: open(q, \"w\").close())(p)\\n'\n"
+        "        '        w.append(p)\\n    except OSError as e:\\n        print(p, e)\\n'\n"
+        "        'print(w)\\nanswer = len(w)\\n')\n"
+        "out = run_python(code, Limits(wall_s=5))\n"
+        "print(json.dumps({'status': out.status, 'stdout': out.stdout, 'left': os.listdir('/usr/src')}))\n")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"mount -t tmpfs cotbench-test /usr/src && exec {sys.executable} {script}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr
+    import json
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["left"] == [], got  # nothing was written into the stand-in mount
+    assert got["status"] == "ok" and got["stdout"].strip().endswith("[]"), got
+
+
 def test_harness_files_are_not_readable():
     if isolation_mode() != "namespace":
         pytest.skip("only namespace mode hides world-readable host files (documented)")

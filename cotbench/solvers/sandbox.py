@@ -226,6 +226,8 @@ except BaseException as e:
 # --------------------------------------------------------------------------------------------- launcher
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 32, 4096, 16384
 _PR_SET_NO_NEW_PRIVS = 38
+_SYS_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE = 442, -100, 0x8000  # same number on every architecture
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 1, 2, 4
 _SBX_LIB = "/opt/sbxlib"
 
 
@@ -243,16 +245,46 @@ def _mount(src: str, target: str, fstype: str | None, flags: int, data: str | No
         raise OSError(err, f"mount {src} -> {target}: {os.strerror(err)}")
 
 
-def _bind_ro(src: str, root: str) -> None:
-    """Bind ``src`` at the same path under ``root``, read-only and nosuid."""
-    target = root + src
+def _mountinfo_points() -> list[str]:
+    """Mount points of this mount namespace, from /proc/self/mountinfo (octal escapes decoded)."""
+    import re
+
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            field = line.split(" ")[4]
+            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
+    return points
+
+
+def _remount_ro_tree(target: str) -> str:
+    """Make the mount at ``target`` and every mount below it read-only, nosuid and nodev.
+
+    A bind remount with ``MS_REC`` only changes the top mount (the old API ignores MS_REC there), so a
+    writable mount below a bound path would stay writable. ``mount_setattr(AT_RECURSIVE)`` (Linux 5.12)
+    does the whole tree at once; otherwise each submount listed in mountinfo is remounted. Returns how."""
+    attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, 0, 0)
+    libc = _libc()
+    if libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), target.encode(),
+                    ctypes.c_uint(_AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(32)) == 0:
+        return "mount_setattr"
+    flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+    for point in sorted({p for p in _mountinfo_points() if p == target or p.startswith(target + "/")}):
+        _mount("none", point, None, flags)
+    return "remount"
+
+
+def _bind_ro(src: str, root: str, target: str | None = None) -> None:
+    """Bind ``src`` (with every mount below it) at ``target`` (default: the same path under ``root``),
+    read-only, nosuid and nodev all the way down."""
+    target = target or root + src
     if os.path.isdir(src):
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()
     _mount(src, target, None, _MS_BIND | _MS_REC)
-    _mount(src, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_REC)
+    _remount_ro_tree(target)
 
 
 def _build_root(cfg: dict[str, Any]) -> None:
@@ -272,10 +304,7 @@ def _build_root(cfg: dict[str, Any]) -> None:
         if os.path.isdir(root + sp):
             _mount("tmpfs", root + sp, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=16k,mode=755")
     if cfg.get("z3_dir"):
-        target = root + _SBX_LIB + "/z3"
-        os.makedirs(target)
-        _mount(cfg["z3_dir"], target, None, _MS_BIND | _MS_REC)
-        _mount(cfg["z3_dir"], target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_REC)
+        _bind_ro(cfg["z3_dir"], root, root + _SBX_LIB + "/z3")
     os.makedirs(root + "/dev")
     for dev in ("null", "zero", "random", "urandom"):
         open(root + "/dev/" + dev, "w").close()

@@ -5,40 +5,69 @@ process, and a hostile or broken program (infinite loop, fork bomb, memory hog, 
 to read secrets, write files or open sockets) must end as a *recorded outcome*, never a crash or a hang.
 
 Isolation, as chosen after testing on the project's machines (Linux 6.x, running as root, util-linux 2.38;
-CI is the same kind of machine). ``unshare -n``, ``-p -f``, ``-m`` and ``-U`` all work there as root; the
-cgroup tree is read-only (no cgroup limits). Two modes:
+CI is the same kind of machine). ``unshare -n``, ``-p -f``, ``-m`` and ``-U`` all work there as root, and
+new cgroups can be created (cgroup v1 ``memory``, ``pids``, ``freezer``; the v2 hierarchy with
+``cgroup.kill``). Two modes:
 
 ``namespace`` (used when running as root and ``unshare`` works; checked once per process):
   * ``unshare --fork --pid --mount --net --ipc --uts --kill-child=SIGKILL``: a new PID namespace (the
     launcher is its PID 1; when it exits or is killed, the kernel kills every process left in the namespace,
     even ones that called ``setsid`` — this is what really ends a fork bomb), a network namespace with only
-    a downed loopback (no network at all, not even to the host's 127.0.0.1), private mounts.
-  * A new root built on a private tmpfs: read-only, nosuid bind mounts of ``/usr`` (and the ``/bin``,
-    ``/lib`` … links), the Python installation (its ``site-packages`` hidden under an empty read-only tmpfs),
-    the ``z3`` package, ``/etc/ld.so.cache`` and the ``/dev/{null,zero,random,urandom}`` nodes. No ``/proc``,
-    ``/home``, ``/root``, ``/tmp`` or project directory exists inside, so the harness's files (repository,
-    data, caches, keys) cannot be read even though many are world-readable on the host.
-  * The only writable place is ``/work``, a fresh size-limited tmpfs (it vanishes with the namespace).
+    a downed loopback (no network at all, not even to the host's 127.0.0.1), private mounts, a private IPC
+    namespace (SysV objects die with it).
+  * A new root built on a private tmpfs: read-only, nosuid, nodev bind mounts — read-only *all the way
+    down*, submounts included (``mount_setattr(AT_RECURSIVE)``, else each submount remounted) — of ``/usr``
+    (and the ``/bin``, ``/lib`` … links), the Python installation (its ``site-packages`` hidden under an
+    empty read-only tmpfs), the ``z3`` package, ``/etc/ld.so.cache`` and the ``/dev/{null,zero,random,
+    urandom}`` nodes. No ``/proc``, ``/home``, ``/root``, ``/tmp``, ``/dev/shm`` or project directory exists
+    inside, so the harness's files (repository, data, caches, keys) cannot be read even though many are
+    world-readable on the host.
+  * The only writable place is ``/work``, a fresh tmpfs limited in bytes (``file_mb``) and in files
+    (``work_files`` inodes: empty files cost kernel memory); it vanishes with the namespace.
   * The program runs as a fresh unprivileged uid/gid (random, ≥ 1,000,000, no supplementary groups, and
     ``no_new_privs``), so ``RLIMIT_NPROC`` is enforced (the kernel does not enforce it for root) and counts
     only this run's processes.
 ``basic`` (fallback when not root or ``unshare`` is unusable; recorded in every outcome's ``isolation``):
   a child process in its own session, the same resource limits, a fresh temporary directory as the working
   directory, a scrubbed environment, a Python audit hook that refuses socket creation, and, when root, a
-  fresh uid (leftover processes are then killed with ``kill(-1)`` sent from that uid). As root this mode
-  needs an interpreter an unprivileged user can execute (set ``COTBENCH_SANDBOX_PYTHON``, e.g.
-  ``/usr/bin/python3``); otherwise every run is refused as ``sandbox_error`` — untrusted code never runs
-  as root. Honest limits of this mode: the audit hook can be bypassed (e.g. via ctypes); world-readable
-  files stay readable and world-writable folders (``/tmp``) writable; when not root, RLIMIT_NPROC counts
-  all the user's processes, a program can signal the harness and read its ``/proc/<pid>/environ``.
+  fresh uid. The launcher is a child subreaper: daemons are reparented to it and killed when the program
+  ends. As root, every process of the fresh uid is then SIGKILLed from the harness itself through pidfds
+  until none is left (no helper a program could kill), and what the uid left at the top of ``/tmp``,
+  ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and in SysV IPC is removed. As root this mode needs an
+  interpreter an unprivileged user can execute (set ``COTBENCH_SANDBOX_PYTHON``, e.g. ``/usr/bin/python3``);
+  otherwise every run is refused as ``sandbox_error`` — untrusted code never runs as root. Honest limits of
+  this mode: the audit hook can be bypassed (e.g. via ctypes); world-readable files stay readable and
+  world-writable folders writable *during* the run (deeper than the swept tops, a file can stay); when not
+  root there is no fresh uid and usually no cgroup: RLIMIT_NPROC counts all the user's processes, a
+  program can signal the harness and the launcher (and so escape the subreaper), read the harness's
+  ``/proc/<pid>/environ``, and use the user's own keyrings only if seccomp is missing.
   Use ``namespace`` mode for untrusted models. ``COTBENCH_SANDBOX=namespace|basic`` forces a mode.
 
-Both modes: wall-clock limit (the whole process group / namespace is SIGKILLed; the launcher also arms
-its own alarm at wall clock + 2 s, so nothing outlives a harness that died), CPU limit (RLIMIT_CPU),
-address-space limit (RLIMIT_AS), process limit (RLIMIT_NPROC), file-size limit (RLIMIT_FSIZE), no core
-dumps, stdout/stderr captured up to a byte cap (more output kills the run: ``output_limit``), stdin from
-``/dev/null``, and a minimal environment (``PATH``, ``HOME``, ``LANG``, ``TMPDIR`` — no API keys or other
-variables of the harness). Overhead measured here: about 0.1-0.3 s per Python run, 0.3-0.45 s with z3.
+Both modes: wall-clock limit (the run's cgroup, the uid's processes and the whole process group /
+namespace are SIGKILLed; the launcher also arms its own alarm at wall clock + 2 s and then cleans up
+itself, so nothing outlives a harness that died), CPU limit (RLIMIT_CPU), address-space limit (RLIMIT_AS,
+per process), process limit (RLIMIT_NPROC), file-size limit (RLIMIT_FSIZE), no core dumps, stdout/stderr
+captured up to a byte cap (more output kills the run: ``output_limit``), stdin from ``/dev/null``, and a
+minimal environment (``PATH``, ``HOME``, ``LANG``, ``TMPDIR`` — no API keys or other variables of the
+harness). Also, each where the kernel allows it (what was set up is listed in the outcome's
+``limits_in_force``; what was not, with the reason, in ``limits_missing`` — never silently):
+
+  * a per-run **memory cgroup** bounding everything the run holds together — all its processes, shared
+    memory, tmpfs pages, kernel memory — at ``memory_mb + file_mb + 64`` MB without swap (above RLIMIT_AS,
+    so one process always meets its own RLIMIT_AS first: a deterministic ``MemoryError``, never a race);
+    reaching it makes the kernel kill a process and the run ``memory``; its peak is ``memory_peak_mb``;
+  * a **pids cgroup** (``nproc``), and a **kill group** (``cgroup.kill``, else freeze-kill-thaw with the v1
+    freezer) so that ending a run kills every process of it at once, forks and ``setsid`` included;
+  * a fresh anonymous **session keyring** (the harness's session keys are out of reach: not readable, not
+    clearable, nothing can be planted in them);
+  * a **seccomp** filter (x86_64): keyrings, ptrace, bpf, perf, userfaultfd, io_uring, mounts, new
+    namespaces, memfd, SysV IPC, module/kexec/reboot/swap calls fail with EPERM.
+
+Everything the sandbox sends back is untrusted input: the wrapper's report (fd 3, which the program can
+write to) is read only as one flat JSON object of strings, at most 64 KiB and one level deep, numbers kept
+as text; anything else is ``crashed`` ("unreadable result"), never an exception in the harness. The
+launcher's own setup failures carry a per-run nonce the program never sees, so a program cannot pass
+itself off as a ``sandbox_error``. Overhead measured here: see the README ("The sandbox").
 
 Outcome statuses: ``ok``, ``timeout``, ``memory``, ``exception``, ``no_answer`` (ran, but defined no
 ``solution()``/``answer`` — or no ``premises``/``conclusion`` for z3), ``bad_answer`` (returned something
@@ -373,8 +402,8 @@ _SECCOMP_DENY_X86_64 = (
     29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71, 240,  # SysV shm/sem/msg, mq_open
 )
 _SYS_CLONE_X86_64, _SYS_CLONE3_X86_64 = 56, 435
-_CLONE_NEW_NAMESPACES = 0x00000080 | 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 \
-    | 0x20000000 | 0x40000000  # CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+_CLONE_NEW_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 \
+    | 0x40000000  # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (clone's low byte is a signal)
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _PR_SET_CHILD_SUBREAPER = 36
@@ -672,10 +701,24 @@ def _launch() -> int:
             finally:
                 os._exit(_SETUP_FAILED)
     os.close(cfg["result_fd"])  # only the program writes results
-    os.close(rep)
+
+    def _clean_up_alone():
+        """The harness is gone: end and remove what it would have (the run's cgroups, the uid's processes,
+        basic mode's folder)."""
+        _cgroup_empty(cfg["cgroups"])
+        _cgroup_remove(cfg["cgroups"])
+        if basic and uid is not None:
+            _kill_uid(uid)
+        if basic:
+            shutil.rmtree(cfg["root"], ignore_errors=True)
 
     def _stop(signum, frame):
         """SIGTERM (the harness ends the run) or the launcher's own alarm (the harness is gone or stuck)."""
+        if signum == signal.SIGALRM:
+            try:
+                _cgroup_kill(cfg["cgroups"])  # one write ends every process of the run, first
+            except OSError:
+                pass
         if basic:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -683,12 +726,9 @@ def _launch() -> int:
                 pass
             _kill_descendants()
         if signum == signal.SIGALRM:  # nobody else will clean up
-            _cgroup_empty(cfg["cgroups"])
-            _cgroup_remove(cfg["cgroups"])
-            if basic and uid is not None:
-                _kill_uid(uid)
+            _clean_up_alone()
             if basic:
-                os.killpg(0, signal.SIGKILL)
+                os.killpg(0, signal.SIGKILL)  # the launcher too
         os._exit(128 + signal.SIGKILL)  # namespace: PID 1 exiting kills every process inside
 
     signal.signal(signal.SIGALRM, _stop)
@@ -700,8 +740,13 @@ def _launch() -> int:
             break
         except InterruptedError:
             continue
+    signal.alarm(0)
     if basic:
         _kill_descendants()
+    try:
+        os.write(rep, b"\n")  # only the harness holds the read end: a broken pipe means it died
+    except OSError:
+        _clean_up_alone()
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -850,7 +895,25 @@ def _cgroup_parents() -> dict[str, str]:
             d = os.path.normpath(os.path.join(point, rel))
             if os.path.isdir(d) and os.access(d, os.W_OK):
                 found[k] = d
+    for d in found.values():
+        _remove_stale_cgroups(d)
     return found
+
+
+def _remove_stale_cgroups(parent: str, age_s: float = 3600.0) -> None:
+    """Remove run cgroups left by a harness killed between creating them and starting the launcher
+    (empty, over an hour old; a group still holding processes cannot be removed and is left alone)."""
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith("cotbench-sbx-") and e.is_dir()]
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if now - e.stat().st_mtime > age_s:
+                os.rmdir(e.path)
+        except OSError:
+            pass
 
 
 def _run_cgroups(name: str, lim: Limits) -> tuple[dict[str, Any], list[str], list[str]]:

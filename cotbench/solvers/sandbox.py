@@ -81,6 +81,7 @@ must not import cotbench) which sets up the namespace root, drops privileges and
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import json
 import os
@@ -279,16 +280,17 @@ def _mount(src: str, target: str, fstype: str | None, flags: int, data: str | No
         raise OSError(err, f"mount {src} -> {target}: {os.strerror(err)}")
 
 
-def _mountinfo_points() -> list[str]:
-    """Mount points of this mount namespace, from /proc/self/mountinfo (octal escapes decoded)."""
+def _unescape_mountinfo(field: str) -> str:
+    """A path field of /proc/self/mountinfo (space, tab, newline, backslash are octal escapes there)."""
     import re
 
-    points = []
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mountinfo_points() -> list[str]:
+    """Mount points of this mount namespace, from /proc/self/mountinfo."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            field = line.split(" ")[4]
-            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
-    return points
+        return [_unescape_mountinfo(line.split(" ")[4]) for line in f]
 
 
 def _remount_ro_tree(target: str) -> str:
@@ -462,24 +464,22 @@ def _join_fresh_keyring() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _proc_rows() -> list[tuple[int, int, int]]:
-    """(pid, ppid, real uid) of every living (non-zombie) process in /proc."""
-    rows = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", encoding="utf-8", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
+def _proc_row(pid: int | str) -> tuple[int, int, int] | None:
+    """(pid, ppid, real uid) of a living (non-zombie) process, from /proc/<pid>/status; None if gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
         if fields.get("State", "").strip().startswith(("Z", "X")):
-            continue
-        try:
-            rows.append((int(name), int(fields["PPid"]), int(fields["Uid"].split()[0])))
-        except (KeyError, ValueError, IndexError):
-            continue
-    return rows
+            return None
+        return int(pid), int(fields["PPid"]), int(fields["Uid"].split()[0])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _proc_rows() -> list[tuple[int, int, int]]:
+    """:func:`_proc_row` of every process in /proc."""
+    rows = (_proc_row(name) for name in os.listdir("/proc") if name.isdigit())
+    return [r for r in rows if r is not None]
 
 
 def _kill_descendants(seconds: float = 3.0) -> bool:
@@ -517,26 +517,21 @@ def _kill_uid(uid: int, seconds: float = 5.0) -> bool:
         for pid in pids:
             try:
                 fd = os.pidfd_open(pid)
-            except OSError:
+            except OSError as e:
+                if e.errno == errno.ENOSYS and (_proc_row(pid) or (0, 0, -1))[2] == uid:
+                    try:  # Linux < 5.3: no pidfds; the uid was checked just now
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 continue
             try:
-                if any(u == uid for p, _, u in _proc_rows_of(pid)):
+                if (_proc_row(pid) or (0, 0, -1))[2] == uid:  # read after the pidfd: this very process
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
             except OSError:
                 pass
             finally:
                 os.close(fd)
         time.sleep(0.01)
-
-
-def _proc_rows_of(pid: int) -> list[tuple[int, int, int]]:
-    """:func:`_proc_rows` for one pid (read after its pidfd is open, so the uid is that process's)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return [(pid, int(fields["PPid"]), int(fields["Uid"].split()[0]))]
-    except (OSError, KeyError, ValueError, IndexError):
-        return []
 
 
 # cgroups: a run gets its own memory, pids and kill/freeze group where the kernel lets us create one
@@ -846,12 +841,6 @@ def isolation_mode() -> str:
                            "(needs Linux, root and util-linux unshare)")
     _MODE[forced] = "namespace" if ok else "basic"
     return _MODE[forced]
-
-
-def _unescape_mountinfo(field: str) -> str:
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 @functools.lru_cache(maxsize=None)

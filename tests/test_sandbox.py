@@ -85,6 +85,23 @@ def test_normal_programs_return_answers(code, answer):
     assert out.isolation in ("namespace", "basic")
 
 
+def test_threads_processes_and_subprocesses_still_work(mode):
+    """The seccomp filter answers clone3 with ENOSYS (glibc falls back to clone): threads, fork and
+    posix_spawn must keep working for ordinary programs."""
+    code = ("import threading, os, subprocess, sys\n"
+            "out = []\n"
+            "ts = [threading.Thread(target=out.append, args=(i,)) for i in range(3)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os._exit(7)\n"
+            "code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+            "r = subprocess.run([sys.executable, '-c', 'print(2)'], capture_output=True, text=True)\n"
+            "answer = sum(out) + code + int(r.stdout)\n")
+    out = run_python(code, Limits(wall_s=5, cpu_s=3, memory_mb=512, nproc=8, output_bytes=10_000, file_mb=4))
+    assert out.status == "ok" and out.answer == "12", out
+
+
 def test_prints_are_captured_and_answer_kept():
     out = run_python("print('working...')\ndef solution():\n    return 7\n", FAST)
     assert out.status == "ok" and out.answer == "7"

@@ -418,7 +418,7 @@ def _seccomp_filter() -> bytes:
     import struct
 
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, errno = 0x7FFF0000, 0x00050000
+    allow, ret_errno = 0x7FFF0000, 0x00050000
     deny = sorted(set(_SECCOMP_DENY_X86_64))
     n = len(deny)
     clone_check = 6 + n + 1
@@ -430,7 +430,7 @@ def _seccomp_filter() -> bytes:
     prog += [(ret, 0, 0, allow),
              (ld, 0, 0, 16),  # args[0], low 32 bits: clone's flags
              (jset, eperm - (clone_check + 2), 0, _CLONE_NEW_NAMESPACES),
-             (ret, 0, 0, allow), (ret, 0, 0, errno | 38), (ret, 0, 0, errno | 1)]
+             (ret, 0, 0, allow), (ret, 0, 0, ret_errno | errno.ENOSYS), (ret, 0, 0, ret_errno | errno.EPERM)]
     assert len(prog) == eperm + 1 and all(0 <= j < 256 for _, jt, jf, _ in prog for j in (jt, jf))
     return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
 

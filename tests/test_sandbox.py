@@ -585,6 +585,41 @@ def test_memory_of_all_processes_together_is_bounded(mode):
     assert before - min(samples) < 700, (before, min(samples))  # 1,200 MB without the cgroup
 
 
+def test_shared_memory_files_are_bounded_and_removed(mode):
+    """Issue #18.3/4: 640 MB of /dev/shm files (4 MB each, under RLIMIT_FSIZE; RLIMIT_AS does not count
+    them). Basic mode: the memory cgroup stops the run and the files are removed afterwards; namespace
+    mode: there is no /dev/shm inside. Checked from outside: nothing left in /dev/shm, peak within limit."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this host")
+    tag = os.urandom(4).hex()
+    code = (
+        "n = 0\n"
+        "try:\n"
+        "    for i in range(160):\n"
+        f"        with open('/dev/shm/cotbench-shm-{tag}-%d' % i, 'wb') as f:\n"
+        "            f.write(b'x' * (4 * 1024 ** 2))\n"
+        "        n += 1\n"
+        "finally:\n"
+        "    print(n, flush=True)\n"
+        "answer = n\n"
+    )
+    lim = Limits(wall_s=8, cpu_s=4, memory_mb=256, nproc=8, output_bytes=10_000, file_mb=4)
+    try:
+        out = run_python(code, lim)
+        left = [f for f in os.listdir("/dev/shm") if f.startswith(f"cotbench-shm-{tag}")]
+        assert left == [], len(left)
+        if mode == "namespace":
+            assert out.status == "exception" and "FileNotFoundError" in out.detail, out
+        else:
+            _memory_cgroup_or_skip(out)
+            assert out.status == "memory", out
+            assert out.memory_peak_mb <= lim.memory_mb + lim.file_mb + sandbox._CGROUP_HEADROOM_MB + 1, out
+    finally:
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(f"cotbench-shm-{tag}"):
+                os.unlink(os.path.join("/dev/shm", f))
+
+
 def test_work_folder_inodes_are_bounded():
     """Issue #18.3: empty files cost kernel memory, not bytes; /work's tmpfs has an inode limit."""
     if isolation_mode() != "namespace":

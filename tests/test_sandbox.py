@@ -248,8 +248,9 @@ HOSTILE_REPORTS = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_REPORTS))
-def test_hostile_result_report_is_a_recorded_status(mode, name):
-    """Issue #18.1: whatever bytes arrive on the result descriptor, run_code returns an Outcome."""
+def test_hostile_result_report_is_a_recorded_status(name):
+    """Issue #18.1: whatever bytes arrive on the result descriptor, run_code returns an Outcome
+    (the harness reads the report the same way in both modes; both are run below for one report)."""
     code = f"import os\nos.write(3, {HOSTILE_REPORTS[name]!r})\nos._exit(0)\n"
     for kind in (("python", "z3") if name == "z3_verdict" else ("python",)):
         lim = FAST if kind == "python" else Limits(wall_s=10)  # importing z3 takes ~1 s on a loaded machine
@@ -269,6 +270,10 @@ def test_plan_tool_records_a_hostile_report_as_a_wrong_answer():
         out = run_plan(f"import os\nos.write(3, {raw!r})\nos._exit(0)\n", "python", FAST)
         got = tool_extraction(out, "python", ex)
         assert got.answer is None and got.method in ("tool_crashed", "tool_bad_answer"), (out, got)
+
+
+def test_hostile_result_report_in_both_modes(mode):
+    test_hostile_result_report_is_a_recorded_status("deep_nesting")
 
 
 def test_program_cannot_fake_a_sandbox_setup_failure(mode):

@@ -381,7 +381,8 @@ def test_tool_extra_has_the_documented_keys():
     out = _tool_solve(gsm8k_example(3), GSM8K_PLANS[3])
     assert set(out.extra) == {"plan", "plan_format", "plan_parse", "plan_response", "tool", "calls"}
     assert set(out.extra["tool"]) == {"kind", "status", "answer", "value", "detail", "stdout", "stderr",
-                                      "duration_s", "isolation", "returncode", "mapped"}
+                                      "duration_s", "isolation", "returncode", "limits_in_force",
+                                      "limits_missing", "memory_peak_mb", "mapped"}
     assert out.extra["tool"]["kind"] == "python" and out.extra["tool"]["mapped"] == "540"
     json.dumps(out.extra)  # storable in samples.jsonl
 

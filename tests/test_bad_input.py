@@ -81,7 +81,7 @@ def test_malformed_dataset_row_names_file_row_and_field(earlier_run, tiny_data, 
     lines = mirror_lines(tiny_data, "gsm8k/test.jsonl", 3) + [json.dumps({"question": "What is 2+2?", "solution": "4"})]
     root = mirror(tmp_path, "gsm8k/test.jsonl", lines)
     p = cli(*run_args(out, "--datasets", "gsm8k", "--data-dir", str(root)))
-    assert_user_error(p, str(root / "gsm8k" / "test.jsonl"), "row 4", "'answer'")
+    assert_user_error(p, str(root / "gsm8k" / "test.jsonl"), "line 4", "'answer'")
     assert snapshot(out) == snap
 
 
@@ -91,7 +91,7 @@ def test_gsm8k_answer_without_final_number(earlier_run, tiny_data, tmp_path):
     row["answer"] = row["answer"].split("####")[0]  # worked solution kept, final '#### N' cut off
     root = mirror(tmp_path, "gsm8k/test.jsonl", mirror_lines(tiny_data, "gsm8k/test.jsonl", 1) + [json.dumps(row)])
     p = cli(*run_args(out, "--datasets", "gsm8k", "--data-dir", str(root)))
-    assert_user_error(p, "gsm8k/test.jsonl", "row 2", "'answer'", "####")
+    assert_user_error(p, "gsm8k/test.jsonl", "line 2", "'answer'", "####")
     assert snapshot(out) == snap
 
 
@@ -113,7 +113,7 @@ def test_wrong_local_mirror_schema(earlier_run, tiny_data, tmp_path):
                            "label": r["answer"]}) for r in rows]
     root = mirror(tmp_path, "mmlu/test.jsonl", renamed)
     p = cli(*run_args(out, "--datasets", "mmlu", "--data-dir", str(root)))
-    assert_user_error(p, str(root / "mmlu" / "test.jsonl"), "row 1", "'choices'")
+    assert_user_error(p, str(root / "mmlu" / "test.jsonl"), "line 1", "'choices'")
     assert snapshot(out) == snap
 
 

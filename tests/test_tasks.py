@@ -273,5 +273,5 @@ def test_bad_row_names_file_row_and_field(tmp_path):
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "test.jsonl").write_text(
         '{"question": "q", "answer": "x #### 4"}\n{"question": "q", "answer": "no final"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"test.jsonl: row 2: .*'answer'"):
+    with pytest.raises(DataError, match=r"test.jsonl: line 2: .*'answer'"):
         get_task("gsm8k").load(tmp_path)

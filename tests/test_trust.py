@@ -31,9 +31,9 @@ def answer(req) -> str:
     return "Let me think. The answer is 4."
 
 
-def cfg_for(data_dir, **kw):
+def cfg_for(data, **kw):
     return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 3,
-                               "data_dir": str(data_dir), "progress": False, **kw})
+                               "data_dir": str(data), "progress": False} | kw)
 
 
 def rows_of(out: Path) -> list[dict]:
@@ -252,8 +252,8 @@ def test_refused_items_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("question, key, needle", [
-    ("BADPARAM What is 2 + 2?", "good", "HTTP 400 (not retried)"),
-    ("What is 2 + 2?", "wrong", "HTTP 401 (not retried)"),
+    ("BADPARAM What is 2 + 2?", "good", r"HTTP 400 \(not retried\)"),
+    ("What is 2 + 2?", "wrong", r"HTTP 401 \(not retried\)"),
 ])
 def test_run_wide_refusals_still_stop_the_run(question, key, needle, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", key)

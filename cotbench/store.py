@@ -8,6 +8,7 @@ process crashes; pass ``durable=True`` for ``FULL`` (also against power loss, sl
 One store is shared by every run by default (:func:`cotbench.config.default_store_path`), so several
 processes may write to it at once: WAL lets readers and one writer proceed together, and a busy timeout
 (set before anything else touches the file) makes a writer wait for another's transaction rather than fail.
+Per-item refusals (a prompt over the context) are not stored; see :data:`cotbench.runner.REFUSALS`.
 """
 from __future__ import annotations
 

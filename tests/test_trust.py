@@ -244,6 +244,14 @@ def test_refused_items_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
         assert cells["n"] == "3" and cells["context_overflow"] == "1" and cells["content_filter"] == "1"
     man = json.loads((out / "manifest.json").read_text())
     assert man["backend_stats"]["refusals"] == {"context_overflow": 2, "content_filter": 2}
+    from rich.console import Console
+
+    from cotbench.report import print_summary
+
+    console = Console(record=True, width=160)
+    print_summary(out, console)
+    shown = console.export_text()
+    assert "2 sample(s) scored wrong with no answer: prompt longer than the model's context" in shown
     # refusals depend on the server's set-up, not the request: not stored, asked again by a rerun
     with StubServer() as url:
         run(openai_cfg(data, tmp_path / "run", url))

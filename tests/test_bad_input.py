@@ -231,11 +231,14 @@ def test_api_key_never_written(keyed_server, tiny_data, tmp_path):
     assert man["run_stats"]["calls_made"] == 2 and man["backend"]["api_key_env"] == "OPENAI_API_KEY"
     # the server refuses a wrong key: the error is reported (exit 3) without echoing either key
     wrong = "sk-test-WRONG-" + SECRET[::-1][:16]
-    denied = cli(*openai_run_args(keyed_server, tmp_path / "denied", tiny_data, 1), env={"OPENAI_API_KEY": wrong})
+    # (their own stores: from the shared one, the first run's answers would be served without a request)
+    denied = cli(*openai_run_args(keyed_server, tmp_path / "denied", tiny_data, 1, "--cache",
+                                  str(tmp_path / "denied.sqlite")), env={"OPENAI_API_KEY": wrong})
     assert denied.returncode == 3 and "401" in denied.stderr and "Traceback" not in denied.stderr, denied.stderr
     # a server that is not there: connection errors until the retries run out, message without the key
     down_url = f"http://127.0.0.1:{free_port()}/v1"
-    down = cli(*openai_run_args(down_url, tmp_path / "down", tiny_data, 1, "--max-retries", "1"),
+    down = cli(*openai_run_args(down_url, tmp_path / "down", tiny_data, 1, "--max-retries", "1", "--cache",
+                                str(tmp_path / "down.sqlite")),
                env={"OPENAI_API_KEY": SECRET})
     assert down.returncode == 3 and "gave up after 1 retries" in down.stderr, down.stderr
     captured = "".join(p.stdout + p.stderr for p in (ok, denied, down))

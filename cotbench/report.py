@@ -48,6 +48,11 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
                   f"{100 * float(r['se']):.1f}", *by_role, f"{100 * float(r['unparseable_rate']):.1f}%",
                   r["mean_tokens_out"])
     console.print(t)
+    for reason, what in (("context_overflow", "prompt longer than the model's context"),
+                         ("content_filter", "rejected by a content filter")):
+        n = sum(int(r.get(reason) or 0) for r in rows)
+        if n:
+            console.print(f"{n} sample(s) scored wrong with no answer: {what} ({reason}; see samples.jsonl)")
     gains = cot_gains(rows)
     if gains:
         g = Table(title="CoT gain (points, CoT − direct)")

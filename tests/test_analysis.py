@@ -87,17 +87,67 @@ def test_load_reads_run_and_names_bad_input(tmp_path):
         load_run(bad)
 
 
-def test_load_runs_deduplicates_resumed_samples(tmp_path):
+def test_a_sample_in_two_runs_is_an_error_naming_both(tmp_path):
+    """Nothing is merged silently: before, the later run's row replaced the earlier one without a word."""
     a = write_run(tmp_path / "a", paired_rows(DIRECT, COT))
-    flipped = [sample("m", "ds", "knowledge", "zs_cot", 9, True)]  # item 9 re-answered in a later run
+    flipped = [sample("m", "ds", "knowledge", "zs_cot", 9, True)]  # item 9 answered again in another run
     b = write_run(tmp_path / "b", flipped)
-    df = load_runs([a, b])
-    assert len(df) == 20
-    assert df[(df.example_id == "9") & (df.setting == "zs_cot")]["correct"].item() is True
-    # a resumed run that appended the same sample to its own file
-    c = write_run(tmp_path / "c", paired_rows(DIRECT, COT) + flipped)
-    one = load_run(c)
-    assert len(one) == 20 and gains.gains(one).iloc[0]["acc_cot"] == pytest.approx(0.8)
+    with pytest.raises(DataError, match=rf"1 sample\(s\) appear in more than one run.*example_id='9'.*{a} and {b}"):
+        load_runs([a, b])
+    with pytest.raises(DataError, match="more than one run"):
+        load_runs([a, a])  # the same run given twice
+    other = write_run(tmp_path / "other", [sample("m2", "ds", "knowledge", "zs_cot", 9, True)])
+    assert len(load_runs([a, other])) == 21  # another model's rows are no conflict: both count
+
+
+def test_a_sample_twice_in_one_file_is_an_error(tmp_path):
+    c = write_run(tmp_path / "c", paired_rows(DIRECT, COT) + [sample("m", "ds", "knowledge", "zs_cot", 9, True)])
+    with pytest.raises(DataError, match=r"samples.jsonl: line 21: sample .*example_id='9'.* already at line 20"):
+        load_run(c)
+
+
+def test_summary_and_samples_must_agree_on_n(tmp_path):
+    run = write_run(tmp_path / "r", paired_rows(DIRECT, COT))
+    (run / "summary.csv").write_text("model,dataset,setting,n,accuracy\nm,ds,zs_direct,10,0.4\nm,ds,zs_cot,10,0.7\n")
+    assert len(load_run(run)) == 20
+    (run / "summary.csv").write_text("model,dataset,setting,n,accuracy\nm,ds,zs_direct,12,0.4\nm,ds,zs_cot,10,0.7\n")
+    with pytest.raises(DataError, match=r"summary.csv: disagrees with samples.jsonl \(m/ds/zs_direct: n=12 in "
+                                         r"summary.csv, 10 in samples.jsonl\)"):
+        load_run(run)
+
+
+def test_schema_versions_are_checked(tmp_path):
+    from cotbench.types import SCHEMA_VERSION
+
+    rows = [dict(r, schema_version=SCHEMA_VERSION) for r in paired_rows(DIRECT, COT)]
+    run = write_run(tmp_path / "r", rows)
+    assert len(load_run(run)) == 20  # current version; write_run's rows without the field read as version 1
+    rows[3]["schema_version"] = SCHEMA_VERSION + 1
+    write_run(run, rows)
+    with pytest.raises(DataError, match=rf"samples.jsonl: line 4: written with schema version {SCHEMA_VERSION + 1}"):
+        load_run(run)
+    write_run(run, paired_rows(DIRECT, COT))
+    (run / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(DataError, match="manifest.json: written with schema version"):
+        load_run(run)
+
+
+def test_a_run_written_by_the_harness_reads_back(tmp_path):
+    """samples.jsonl and manifest.json carry the schema version, and the analyzer accepts them."""
+    from cotbench.backends.table import TableBackend
+    from cotbench.config import build_config
+    from cotbench.harness import run
+    from cotbench.types import SCHEMA_VERSION
+
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(4)))
+    out = run(build_config(None, {"dataset_file": str(f), "answer_type": "number", "out": str(tmp_path / "run"),
+                                  "settings": ["zs_direct", "zs_cot"], "progress": False}),
+              backend=TableBackend(lambda r: "The answer is 2."))
+    assert json.loads((out / "manifest.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert all(json.loads(x)["schema_version"] == SCHEMA_VERSION for x in (out / "samples.jsonl").open())
+    df = load_run(out)
+    assert len(df) == 8 and "schema_version" not in df.columns
 
 
 # ---------------------------------------------------------------- gains

@@ -169,6 +169,7 @@ def cmd_published(args) -> int:
     from cotbench.analysis import published as pub
     from cotbench.analysis.load import frame_from_rows
     from cotbench.analysis.report import render
+    from cotbench.types import SCHEMA_VERSION
 
     if args.file and len(args.config) != 1:
         raise ValueError("--file holds one config; pass exactly one --config with it")
@@ -185,11 +186,11 @@ def cmd_published(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(json.dumps({**r, "schema_version": SCHEMA_VERSION}, ensure_ascii=False) + "\n")
     df = frame_from_rows([{k: v for k, v in r.items() if k != "messages"} for r in rows])
     _summary(df).to_csv(out / "summary.csv", index=False)
     (out / "manifest.json").write_text(json.dumps({
-        "source": "published", "model": args.model, "configs": args.config,
+        "schema_version": SCHEMA_VERSION, "source": "published", "model": args.model, "configs": args.config,
         "origin": args.file or pub.hub_repo(args.model), "revision": args.revision, "scores": args.scores,
     }, indent=1), encoding="utf-8")
     summ.to_csv(out / "published_summary.csv", index=False)

@@ -22,6 +22,10 @@ class BackendStats:
     calls: int = 0
     retries: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)  # per-item outcomes, e.g. context_overflow
+
+    def note_refusal(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def note_retry(self, reason: str) -> None:
         self.retries += 1

@@ -5,6 +5,13 @@ Retries are ours, not the SDK's (``max_retries=0``), so each one is counted: exp
 full jitter on 429, 5xx, timeouts and dropped connections; other 4xx errors are not retried.
 A server that stays down raises :class:`BackendError` after ``max_retries``; everything finished
 before that is already committed by the runner, so the run resumes from there.
+
+A request the server refuses for what it *is* rather than for how the run is set up is that item's
+outcome, not the end of the run: a prompt longer than the model's context (HTTP 400, as OpenAI,
+vLLM, llama_cpp.server, Anthropic and Gemini word it) is recorded as ``finish_reason="context_overflow"``
+with empty text, as the in-process backend records it, and a prompt a content filter rejects as
+``"content_filter"``. Both are stored, unparseable and scored wrong. Every other 4xx (bad key, bad
+parameter, unknown model) concerns every request alike and stops the run.
 """
 from __future__ import annotations
 
@@ -12,12 +19,43 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
+from typing import Any
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
 from cotbench.types import Request, Response
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+ITEM_STATUS = {400, 413, 422}  # statuses with which servers refuse one request for its content
+OVERFLOW_CODES = {"context_length_exceeded", "string_above_max_length"}
+OVERFLOW_TEXT = re.compile(
+    r"context[ _](?:length|window)|maximum context|max_model_len|prompt is too long|input is too long"
+    r"|maximum input length|exceeds the maximum number of tokens", re.IGNORECASE)
+FILTER_CODES = {"content_filter", "content_policy_violation", "invalid_prompt"}
+
+
+def _error_parts(body: Any) -> tuple[str, str]:
+    """(code, message) from an error body: ``{"error": {...}}``, ``{...}`` or a plain string."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("code") or inner.get("type") or ""), str(inner.get("message") or inner)
+        return "", str(inner)
+    return "", "" if body is None else str(body)
+
+
+def item_outcome(status: int, body: Any, message: str = "") -> str | None:
+    """The finish reason to record when a refusal is about this one request, else None (pure)."""
+    if status not in ITEM_STATUS:
+        return None
+    code, text = _error_parts(body)
+    text = f"{text} {message}"
+    if code in OVERFLOW_CODES or OVERFLOW_TEXT.search(text):
+        return "context_overflow"
+    if code in FILTER_CODES:
+        return "content_filter"
+    return None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -42,7 +80,9 @@ class OpenAIBackend:
         self.api_key_env = api_key_env
         key = os.environ.get(api_key_env, "") if api_key_env else ""
         if not key and base_url is None:
-            raise BackendError(f"no API key: set the environment variable {api_key_env}")
+            raise BackendError(f"no API key: set the environment variable {api_key_env}" if api_key_env else
+                               f"{model_id}: the openai backend needs --base-url (a local or hosted "
+                               f"OpenAI-compatible server) or a model with an API key")
         self._api_key = key or "EMPTY"  # local servers accept any key; never logged or stored
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -96,6 +136,12 @@ class OpenAIBackend:
                         retries=attempt,
                     )
                 except openai.APIStatusError as e:
+                    refused = item_outcome(e.status_code, e.body, e.message)
+                    if refused is not None:
+                        self.stats.calls += 1
+                        self.stats.note_refusal(refused)
+                        return Response(text="", tokens_in=None, tokens_out=0, finish_reason=refused,
+                                        latency_s=time.perf_counter() - t0, retries=attempt)
                     if e.status_code not in RETRY_STATUS:
                         raise BackendError(f"{self.model_id}: HTTP {e.status_code} (not retried): {e.message}") from None
                     reason = f"http_{e.status_code}"

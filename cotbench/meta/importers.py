@@ -301,9 +301,14 @@ def _manifest(run: Path) -> dict:
     if not p.exists():
         return {}
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        man = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: unreadable manifest ({e})") from None
+    from cotbench.analysis.load import check_schema
+
+    if isinstance(man, dict):
+        check_schema(man, str(p))
+    return man
 
 
 def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str, str] | None = None

@@ -54,6 +54,9 @@ class RunConfig:
     price_in: float | None = None
     price_out: float | None = None
     progress: bool = True
+    batch_api: bool = False  # openai backend: submit through the provider's batch API (same request keys)
+    wait: bool = True  # batch API: wait for the batches, or return once they are submitted
+    batch_poll: float = 30.0  # batch API: seconds between status checks while waiting
 
     def validate(self) -> None:
         bad = [s for s in self.settings if s not in SETTINGS]
@@ -69,7 +72,7 @@ class RunConfig:
             raise ValueError("--dataset-file needs --answer-type {choice,number,boolean,text}")
 
     def hash(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "cache", "progress", "concurrency")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "cache", "progress", "concurrency", "batch_api", "wait", "batch_poll")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -20,6 +20,20 @@ from cotbench.types import Request, Response
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+def chat_params(model_id: str, req: Request, allow_prefill: bool) -> dict:
+    """The chat-completions arguments for one request, as the SDK takes them. The synchronous and the
+    batch backend both build their calls here, so one request key always means one request sent."""
+    p = req.params
+    msgs = [dict(m) for m in req.messages]
+    if req.prefill and allow_prefill:
+        msgs.append({"role": "assistant", "content": req.prefill})
+    out = {"model": model_id, "messages": msgs, "max_tokens": p.max_tokens, "temperature": p.temperature,
+           "top_p": p.top_p, "stop": list(p.stop) or None, "seed": p.seed + req.sample_index}
+    if p.extra_body:  # server-specific sampling fields travel with each request (they are part of its key)
+        out["extra_body"] = json.loads(p.extra_body)
+    return out
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**attempt)]."""
     return rng.uniform(0, min(cap, base * (2 ** attempt)))
@@ -58,32 +72,16 @@ class OpenAIBackend:
                 "api_key_env": self.api_key_env, "concurrency": self.concurrency,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
-    def _messages(self, req: Request) -> list[dict]:
-        msgs = [dict(m) for m in req.messages]
-        if req.prefill and self.allow_prefill:
-            msgs.append({"role": "assistant", "content": req.prefill})
-        return msgs
-
-    @staticmethod
-    def _extra(extra_json: str) -> dict:
-        """Server-specific sampling fields travel with each request (they are part of its key)."""
-        return {"extra_body": json.loads(extra_json)} if extra_json else {}
-
     async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
         import openai
 
-        p = req.params
         async with sem:
             attempt = 0
             while True:
                 t0 = time.perf_counter()
                 try:
                     out = await client.chat.completions.create(
-                        model=self.model_id, messages=self._messages(req), max_tokens=p.max_tokens,
-                        temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
-                        seed=p.seed + req.sample_index, timeout=self.timeout_s,
-                        **self._extra(p.extra_body),
-                    )
+                        **chat_params(self.model_id, req, self.allow_prefill), timeout=self.timeout_s)
                     self.stats.calls += 1
                     choice = out.choices[0]
                     usage = out.usage

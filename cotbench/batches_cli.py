@@ -16,8 +16,15 @@ from cotbench.backends.openai_batch import BatchLedger, OpenAIBatchBackend, requ
 from cotbench.types import Response
 
 
-def store_path(arg: str) -> Path:
-    p = Path(arg)
+def store_path(arg: str | None) -> Path:
+    """The store named (a file, or a run directory holding ``store.sqlite``), else the default shared store
+    where the configuration defines one."""
+    from cotbench import config
+
+    default = getattr(config, "default_store_path", None)
+    if arg is None and default is None:
+        raise FileNotFoundError("name the store: the file given to --cache, or a run directory holding store.sqlite")
+    p = Path(arg) if arg is not None else Path(default())
     if p.is_dir():
         p = p / "store.sqlite"
     if not p.is_file():
@@ -118,14 +125,15 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="batches_command", metavar="ACTION", required=True)
     s = bsub.add_parser("status", help="list open batches (refreshed from the provider)")
-    s.add_argument("store", help="the store (file, or a run directory holding store.sqlite)")
+    s.add_argument("store", nargs="?", help="the store (file, or a run directory holding store.sqlite)")
     s.add_argument("--all", action="store_true", help="also list collected batches")
     s.add_argument("--offline", action="store_true", help="show the ledger as recorded; ask no provider")
     s.set_defaults(func=cmd_status)
     c = bsub.add_parser("collect", help="store the results of every ended batch")
-    c.add_argument("store")
+    c.add_argument("store", nargs="?")
     c.set_defaults(func=cmd_collect)
     x = bsub.add_parser("cancel", help="cancel open batches (all, or those named)")
-    x.add_argument("store")
-    x.add_argument("ids", nargs="*", help="batch ids (default: every open batch)")
+    x.add_argument("store", nargs="?")
+    x.add_argument("--id", dest="ids", action="append", help="a batch id to cancel (repeatable; default: every "
+                                                            "open batch)")
     x.set_defaults(func=cmd_cancel)

@@ -29,6 +29,7 @@ from cotbench.testing.batch_server import BatchServer
 from cotbench.testing.servers import llama_server
 from cotbench.types import GenParams, Request
 
+pytestmark = pytest.mark.timeout(300)  # a wait that never ends is a failure, not a hang
 REPO = Path(__file__).resolve().parents[1]
 GREEDY = {"repeat_penalty": 1.0}  # llama_cpp.server's default is 1.1
 ITEMS = [
@@ -145,6 +146,17 @@ def test_batch_prices_and_registry_discounts():
     for name in ("gpt-4o-mini", "gpt-4o", "claude-3-haiku", "claude-3.5-sonnet", "gemini-1.5-flash", "gemini-1.5-pro"):
         assert MODELS[name].batch_discount == 0.5
     assert MODELS["llama-3.1-8b-instruct"].batch_discount is None
+
+
+def test_progress_over_batches_without_a_terminal(capsys):
+    from cotbench.progress import Progress
+
+    with Progress(enabled=True) as prog:  # stderr is captured: not a terminal, so sparse lines
+        prog.batches(0, 2, 0, 10)
+        prog.batches(2, 2, 10, 10)
+    err = capsys.readouterr().err
+    assert "batches 0/2 ended, 0/10 requests answered, eta unknown" in err
+    assert "batches 2/2 ended, 10/10 requests answered, eta 0s" in err
 
 
 def test_batch_api_refuses_local_and_anthropic_models(tmp_path, data_file):

@@ -148,6 +148,23 @@ def test_batch_prices_and_registry_discounts():
     assert MODELS["llama-3.1-8b-instruct"].batch_discount is None
 
 
+def test_ledger_never_records_a_request_twice(tmp_path):
+    from cotbench.store import Store
+
+    store = Store(tmp_path / "s.sqlite")
+    led = BatchLedger(store.path)
+    assert led.add_intent("t1", "openai", "", None, "m", [("a", "{}"), ("b", "{}")]) == {"a", "b"}
+    # a second run sharing the store, a moment later: only what nobody holds is recorded
+    assert led.add_intent("t2", "openai", "", None, "m", [("b", "{}"), ("c", "{}")]) == {"c"}
+    assert led.add_intent("t3", "openai", "", None, "m", [("a", "{}")]) == set()
+    assert [(r["tag"], r["n_requests"]) for r in led.rows()] == [("t1", 2), ("t2", 1)]
+    led.mark_collected("t1", "expired")  # ended without results: free to submit again
+    assert led.add_intent("t4", "openai", "", None, "m", [("a", "{}")]) == {"a"}
+    assert led.attempts(["a", "b", "c"]) == {"a": 1, "b": 1}
+    led.close()
+    store.close()
+
+
 def test_progress_over_batches_without_a_terminal(capsys):
     from cotbench.progress import Progress
 

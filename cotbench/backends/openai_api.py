@@ -20,6 +20,19 @@ from cotbench.types import Request, Response
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+def api_key(api_key_env: str | None, base_url: str | None) -> str:
+    """The key from ``api_key_env``; local servers (a ``base_url`` given) accept any, so "EMPTY" then.
+    Raises when the SDK is missing or a hosted endpoint would get no key."""
+    try:
+        import openai  # noqa: F401
+    except ImportError as e:  # pragma: no cover
+        raise BackendError("the openai package is not installed: pip install openai") from e
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    if not key and base_url is None:
+        raise BackendError(f"no API key: set the environment variable {api_key_env}")
+    return key or "EMPTY"
+
+
 def chat_params(model_id: str, req: Request, allow_prefill: bool) -> dict:
     """The chat-completions arguments for one request, as the SDK takes them. The synchronous and the
     batch backend both build their calls here, so one request key always means one request sent."""
@@ -46,18 +59,11 @@ class OpenAIBackend:
                  concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, revision: str = "",
                  allow_prefill: bool = False):
-        try:
-            import openai  # noqa: F401
-        except ImportError as e:  # pragma: no cover
-            raise BackendError("the openai package is not installed: pip install openai") from e
+        self._api_key = api_key(api_key_env, base_url)  # never logged or stored
         self.model_id = model_id
         self.revision = revision
         self.base_url = base_url
         self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        if not key and base_url is None:
-            raise BackendError(f"no API key: set the environment variable {api_key_env}")
-        self._api_key = key or "EMPTY"  # local servers accept any key; never logged or stored
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries

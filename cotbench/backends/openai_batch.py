@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cotbench.backends.base import BackendError, BackendPending, BackendStats, OnResult
-from cotbench.backends.openai_api import RETRY_STATUS, chat_params
+from cotbench.backends.openai_api import RETRY_STATUS, api_key, chat_params
 from cotbench.store import Store
 from cotbench.types import GenParams, Request, Response
 
@@ -184,20 +183,29 @@ class BatchLedger:
             raise OSError(f"cannot write to the batch ledger in {self.path}: {e}") from None
 
     def add_intent(self, tag: str, provider: str, base_url: str, api_key_env: str | None, model: str,
-                   requests: list[tuple[str, str]]) -> None:
-        """Record a batch about to be submitted, with its requests, in one transaction."""
+                   requests: list[tuple[str, str]]) -> set[str]:
+        """Record a batch about to be submitted, with those of its requests that no open batch holds and
+        the store lacks, checked under the write lock (another run may share the store); returns their keys."""
         now = time.time()
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO provider_batches (tag, provider, base_url, api_key_env, model, status, n_requests, "
-                    "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?)",
-                    (tag, provider, base_url, api_key_env, model, len(requests), now, now))
-                self._db.executemany("INSERT INTO provider_batch_requests (tag, key, request) VALUES (?, ?, ?)",
-                                     [(tag, k, r) for k, r in requests])
+                keys = [k for k, _ in requests]
+                taken = self.open_keys(keys) | self._stored(keys)
+                free = [(k, r) for k, r in requests if k not in taken]
+                if free:
+                    self._db.execute(
+                        "INSERT INTO provider_batches (tag, provider, base_url, api_key_env, model, status, "
+                        "n_requests, submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?)",
+                        (tag, provider, base_url, api_key_env, model, len(free), now, now))
+                    self._db.executemany("INSERT INTO provider_batch_requests (tag, key, request) VALUES (?, ?, ?)",
+                                         [(tag, k, r) for k, r in free])
         except sqlite3.OperationalError as e:
             raise OSError(f"cannot write to the batch ledger in {self.path}: {e}") from None
+        return {k for k, _ in free}
+
+    def _stored(self, keys: list[str]) -> set[str]:
+        return {k for (k,) in self._by_keys("SELECT key FROM generations WHERE key IN ({IN})", keys)}
 
     def update(self, tag: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -224,25 +232,25 @@ class BatchLedger:
         return {r["key"]: r["request"] for r in
                 self._db.execute("SELECT key, request FROM provider_batch_requests WHERE tag = ?", (tag,))}
 
-    def open_keys(self, keys: Iterable[str]) -> set[str]:
-        """The keys among ``keys`` that an open (not yet collected) batch holds."""
-        keys, found = list(keys), set()
+    def _by_keys(self, sql: str, keys: Iterable[str]) -> list[tuple]:
+        """Rows of ``sql`` (with ``{IN}`` for a list of placeholders) over ``keys``, 500 at a time."""
+        keys, rows = list(keys), []
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            q = ("SELECT r.key FROM provider_batch_requests r JOIN provider_batches b ON b.tag = r.tag "
-                 f"WHERE b.collected_at IS NULL AND r.key IN ({','.join('?' * len(chunk))})")
-            found.update(k for (k,) in self._db.execute(q, chunk))
-        return found
+            rows += self._db.execute(sql.replace("{IN}", ",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
+
+    def open_keys(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` that an open (not yet collected) batch holds."""
+        return {k for (k,) in self._by_keys(
+            "SELECT r.key FROM provider_batch_requests r JOIN provider_batches b ON b.tag = r.tag "
+            "WHERE b.collected_at IS NULL AND r.key IN ({IN})", keys)}
 
     def attempts(self, keys: Iterable[str]) -> dict[str, int]:
         """How many collected batches held each key (a key still unstored after them is resubmitted)."""
-        keys, out = list(keys), {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            q = ("SELECT r.key, COUNT(*) FROM provider_batch_requests r JOIN provider_batches b ON b.tag = r.tag "
-                 f"WHERE b.collected_at IS NOT NULL AND r.key IN ({','.join('?' * len(chunk))}) GROUP BY r.key")
-            out.update(dict(self._db.execute(q, chunk).fetchall()))
-        return out
+        return dict(self._by_keys(
+            "SELECT r.key, COUNT(*) FROM provider_batch_requests r JOIN provider_batches b ON b.tag = r.tag "
+            "WHERE b.collected_at IS NOT NULL AND r.key IN ({IN}) GROUP BY r.key", keys))
 
     def mark_collected(self, tag: str, note: str) -> None:
         """Close a batch; drop the request JSON of results now stored (the store holds it)."""
@@ -282,17 +290,13 @@ class OpenAIBatchBackend:
                  wait: bool = True, poll_s: float = 30.0, max_attempts: int = 6,
                  max_requests: int = OPENAI_MAX_REQUESTS, max_bytes: int = OPENAI_MAX_BYTES,
                  timeout_s: float = 120.0, discount: float | None = None):
-        try:
-            import openai
-        except ImportError as e:  # pragma: no cover
-            raise BackendError("the openai package is not installed: pip install openai") from e
+        key = api_key(api_key_env, base_url)
+        import openai
+
         self.model_id = model_id
         self.revision = revision
         self.base_url = base_url
         self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        if not key and base_url is None:
-            raise BackendError(f"no API key: set the environment variable {api_key_env}")
         self.allow_prefill = allow_prefill
         self.wait = wait
         self.poll_s = poll_s
@@ -305,7 +309,7 @@ class OpenAIBatchBackend:
         self.store = Store(store_path)
         self.ledger = BatchLedger(self.store.path)
         # the SDK retries its own few management calls (upload, create, retrieve, list)
-        self.client = openai.OpenAI(base_url=base_url, api_key=key or "EMPTY", max_retries=5, timeout=timeout_s)
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=5, timeout=timeout_s)
 
     def describe(self) -> dict:
         return {"backend": "openai-batch", "request_backend": self.name, "provider": self.provider,
@@ -420,9 +424,12 @@ class OpenAIBatchBackend:
         by_key = {r.key: r for r in requests}
         for chunk in plan_chunks(lines, self.max_requests, self.max_bytes):
             tag = uuid.uuid4().hex
+            free = self.ledger.add_intent(tag, self.provider, self.base_url or "", self.api_key_env, self.model_id,
+                                          [(k, json.dumps(asdict(by_key[k]), ensure_ascii=False)) for k, _ in chunk])
+            if not free:
+                continue  # another run sharing the store has them in hand
+            chunk = [(k, ln) for k, ln in chunk if k in free]
             keys = [k for k, _ in chunk]
-            self.ledger.add_intent(tag, self.provider, self.base_url or "", self.api_key_env, self.model_id,
-                                   [(k, json.dumps(asdict(by_key[k]), ensure_ascii=False)) for k in keys])
             try:
                 f = self.client.files.create(file=(f"cotbench-{tag}.jsonl", b"".join(ln for _, ln in chunk)),
                                              purpose="batch")
@@ -467,6 +474,8 @@ class OpenAIBatchBackend:
             if fatal:
                 raise BackendError(f"{len(fatal)} request(s) of a batch failed in a way not retried (everything "
                                    f"else is stored): " + "; ".join(fatal[:3]))
+            for key, resp in self.store.get_many(list(remaining)).items():  # stored meanwhile by another run
+                on_result(remaining.pop(key), resp)
             if not remaining:
                 return
             held = self.ledger.open_keys(remaining)

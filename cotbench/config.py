@@ -68,6 +68,8 @@ class RunConfig:
             raise ValueError("--limit must be at least 1")
         if self.samples < 1:
             raise ValueError("--samples must be at least 1")
+        if not self.wait and not self.batch_api:
+            raise ValueError("--no-wait (wait: false) only applies with --batch-api")
         if self.dataset_file and not self.answer_type:
             raise ValueError("--dataset-file needs --answer-type {choice,number,boolean,text}")
 

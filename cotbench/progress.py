@@ -15,6 +15,7 @@ class Progress:
         self._last_line = 0.0
         self._tokens0 = 0
         self._batch_task = None
+        self._batch_total = 0
         self._batch_t0: float | None = None
         self._batch_line = 0.0
 
@@ -57,8 +58,12 @@ class Progress:
             return
         desc = f"batches {ended}/{total} ended"
         if self._bar is not None:
+            if self._batch_task is not None and self._batch_total != requests:
+                self._bar.remove_task(self._batch_task)  # a new round's batches: a fresh bar and ETA
+                self._batch_task = None
             if self._batch_task is None:
                 self._batch_task = self._bar.add_task(desc, total=max(requests, 1), rate="")
+                self._batch_total = requests
             self._bar.update(self._batch_task, completed=requests_ended, total=max(requests, 1), description=desc)
             return
         now = time.perf_counter()

@@ -177,6 +177,8 @@ def test_progress_over_batches_without_a_terminal(capsys):
 
 
 def test_batch_api_refuses_local_and_anthropic_models(tmp_path, data_file):
+    with pytest.raises(ValueError, match="only applies with --batch-api"):
+        build_config(None, {"wait": False})
     with pytest.raises(ValueError, match="hosted API model"):
         run(build_config(None, {"dataset_file": str(data_file), "answer_type": "choice", "out": str(tmp_path),
                                 "batch_api": True, "progress": False, "model": "meta-llama/x"}))

@@ -60,6 +60,9 @@ class RunConfig:
     price_in: float | None = None
     price_out: float | None = None
     progress: bool = True
+    batch_api: bool = False  # openai backend: submit through the provider's batch API (same request keys)
+    wait: bool = True  # batch API: wait for the batches, or return once they are submitted
+    batch_poll: float = 30.0  # batch API: seconds between status checks while waiting
 
     def validate(self) -> None:
         bad = [s for s in self.settings if s not in SETTINGS]
@@ -71,6 +74,8 @@ class RunConfig:
             raise ValueError("--limit must be at least 1")
         if self.samples < 1:
             raise ValueError("--samples must be at least 1")
+        if not self.wait and not self.batch_api:
+            raise ValueError("--no-wait (wait: false) only applies with --batch-api")
         if self.dataset_file and not self.answer_type:
             raise ValueError("--dataset-file needs --answer-type {choice,number,boolean,text}")
 
@@ -91,6 +96,7 @@ NOT_IDENTITY = frozenset({
     "concurrency", "timeout", "max_retries",
     "tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
     "price_in", "price_out", "chance_credit",
+    "batch_api", "wait", "batch_poll",  # how requests travel (sync or provider batch), not what they are
 })
 
 

@@ -215,6 +215,10 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     store = Store(Path(cfg.cache) if cfg.cache else default_store_path())
     adopt_legacy_store(out, store)
     own_backend = backend is None
+    if backend is None and cfg.batch_api:
+        from cotbench.backends.openai_batch import make_batch_backend
+
+        backend = make_batch_backend(spec, cfg, store.path)
     backend = backend or make_backend(spec, cfg)
     opts = RunOptions(model_name=spec.name, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                       samples=cfg.samples, max_tokens_direct=cfg.max_tokens_direct,
@@ -228,6 +232,8 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     from cotbench.progress import Progress
 
     with Progress(enabled=cfg.progress, console=console) as prog:
+        if hasattr(backend, "progress"):  # batch APIs report batches, not single calls
+            backend.progress = prog.batches
         try:
             stats = execute(units, backend, store, opts, progress=prog.update, judge=judge_backend)
         finally:
@@ -237,8 +243,13 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
                 judge_backend.close()
             store.close()
     rows = [score_unit(u, opts.model_name) for u in units]
-    lines = summarize(rows, cfg.price_in if cfg.price_in is not None else spec.price_in,
-                      cfg.price_out if cfg.price_out is not None else spec.price_out, cfg.chance_credit)
+    price_in = cfg.price_in if cfg.price_in is not None else spec.price_in
+    price_out = cfg.price_out if cfg.price_out is not None else spec.price_out
+    if cfg.batch_api:  # the provider's batch price (discount factor from the model registry)
+        from cotbench.backends.openai_batch import batch_prices
+
+        price_in, price_out = batch_prices(spec.batch_discount, price_in, price_out)
+    lines = summarize(rows, price_in, price_out, cfg.chance_credit)
     atomic_write(out / "samples.jsonl", samples_jsonl(rows))
     atomic_write(out / "summary.csv", summary_csv(lines))
     manifest = {

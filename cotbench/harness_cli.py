@@ -71,6 +71,12 @@ def add_run_parser(sub) -> None:
     a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
     a("--price-out", type=float, help="USD per 1M output tokens")
     a("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    a("--batch-api", action="store_true", default=None,
+      help="openai backend: send the run through the provider's batch API (about half price, results within "
+           "24 h); batches are recorded in the store and a rerun collects them (see `cotbench batches`)")
+    a("--no-wait", dest="wait", action="store_false", default=None,
+      help="with --batch-api: return once the batches are submitted (exit code 75) instead of waiting")
+    a("--batch-poll", type=float, help="with --batch-api: seconds between status checks while waiting (default 30)")
     p.set_defaults(func=cmd_run)
 
 

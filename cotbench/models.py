@@ -29,10 +29,15 @@ class ModelSpec:
     price_out: float | None = None
     revision: str | None = None
     in_study: bool = True
+    batch_discount: float | None = None  # batch-API price / synchronous price, for --batch-api cost figures
+
+
+# OpenAI's Batch API, Anthropic's Message Batches and Gemini's batch mode all bill half the standard price
+BATCH_DISCOUNT = {"gpt": 0.5, "claude": 0.5, "gemini": 0.5}
 
 
 def _m(name, mid, backend, family, ctx, prefill, key=None, url=None):
-    return ModelSpec(name, mid, backend, family, ctx, prefill, key, url)
+    return ModelSpec(name, mid, backend, family, ctx, prefill, key, url, batch_discount=BATCH_DISCOUNT.get(family))
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [

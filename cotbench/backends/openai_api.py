@@ -58,6 +58,35 @@ def item_outcome(status: int, body: Any, message: str = "") -> str | None:
     return None
 
 
+def api_key(api_key_env: str | None, base_url: str | None) -> str:
+    """The key from ``api_key_env``; local servers (a ``base_url`` given) accept any, so "EMPTY" then.
+    Raises when the SDK is missing or a hosted endpoint would get no key."""
+    try:
+        import openai  # noqa: F401
+    except ImportError as e:  # pragma: no cover
+        raise BackendError("the openai package is not installed: pip install openai") from e
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    if not key and base_url is None:
+        raise BackendError(f"no API key: set the environment variable {api_key_env}" if api_key_env else
+                           "the openai backend needs --base-url (a local or hosted OpenAI-compatible server) "
+                           "or a model with an API key")
+    return key or "EMPTY"
+
+
+def chat_params(model_id: str, req: Request, allow_prefill: bool) -> dict:
+    """The chat-completions arguments for one request, as the SDK takes them. The synchronous and the
+    batch backend both build their calls here, so one request key always means one request sent."""
+    p = req.params
+    msgs = [dict(m) for m in req.messages]
+    if req.prefill and allow_prefill:
+        msgs.append({"role": "assistant", "content": req.prefill})
+    out = {"model": model_id, "messages": msgs, "max_tokens": p.max_tokens, "temperature": p.temperature,
+           "top_p": p.top_p, "stop": list(p.stop) or None, "seed": p.seed + req.sample_index}
+    if p.extra_body:  # server-specific sampling fields travel with each request (they are part of its key)
+        out["extra_body"] = json.loads(p.extra_body)
+    return out
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**attempt)]."""
     return rng.uniform(0, min(cap, base * (2 ** attempt)))
@@ -70,20 +99,11 @@ class OpenAIBackend:
                  concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, revision: str = "",
                  allow_prefill: bool = False):
-        try:
-            import openai  # noqa: F401
-        except ImportError as e:  # pragma: no cover
-            raise BackendError("the openai package is not installed: pip install openai") from e
+        self._api_key = api_key(api_key_env, base_url)  # never logged or stored
         self.model_id = model_id
         self.revision = revision
         self.base_url = base_url
         self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        if not key and base_url is None:
-            raise BackendError(f"no API key: set the environment variable {api_key_env}" if api_key_env else
-                               f"{model_id}: the openai backend needs --base-url (a local or hosted "
-                               f"OpenAI-compatible server) or a model with an API key")
-        self._api_key = key or "EMPTY"  # local servers accept any key; never logged or stored
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -98,32 +118,16 @@ class OpenAIBackend:
                 "api_key_env": self.api_key_env, "concurrency": self.concurrency,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
-    def _messages(self, req: Request) -> list[dict]:
-        msgs = [dict(m) for m in req.messages]
-        if req.prefill and self.allow_prefill:
-            msgs.append({"role": "assistant", "content": req.prefill})
-        return msgs
-
-    @staticmethod
-    def _extra(extra_json: str) -> dict:
-        """Server-specific sampling fields travel with each request (they are part of its key)."""
-        return {"extra_body": json.loads(extra_json)} if extra_json else {}
-
     async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
         import openai
 
-        p = req.params
         async with sem:
             attempt = 0
             while True:
                 t0 = time.perf_counter()
                 try:
                     out = await client.chat.completions.create(
-                        model=self.model_id, messages=self._messages(req), max_tokens=p.max_tokens,
-                        temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
-                        seed=p.seed + req.sample_index, timeout=self.timeout_s,
-                        **self._extra(p.extra_body),
-                    )
+                        **chat_params(self.model_id, req, self.allow_prefill), timeout=self.timeout_s)
                     self.stats.calls += 1
                     choice = out.choices[0]
                     usage = out.usage

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotbench.meta import bias, effects, models, multilevel, robust, summaries
+from cotbench.meta import bias, effects, models, multilevel, numerics, robust, summaries
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "meta_stats"
 REF = json.loads((Path(__file__).resolve().parent / "reference" / "metafor.json").read_text())
@@ -170,7 +170,7 @@ def test_ml_reml_tau2_solves_the_score_equation(case):
     """The Fisher scoring stops at the root, not where the likelihood's round-off stalls a line search."""
     res = models.rma("yi", "vi", data=data(case["data"]), mods=case["mods"], method=case["method"])
     w = 1.0 / (res.vi + res.tau2)
-    P = models._proj(res.X, w)
+    P = numerics.proj(res.X, w)
     Py = P @ res.yi
     if case["method"] == "REML":
         step = (Py @ Py - np.trace(P)) / np.sum(P * P)

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from cotbench.meta.models import RmaResult, _check_yv, rma
+from cotbench.meta.models import RmaResult, rma
+from cotbench.meta.numerics import check_yv
 
 __all__ = ["egger_test", "EggerResult", "trimfill", "TrimFillResult", "leave_one_out", "funnel_data",
            "EGGER_MODELS", "TRIMFILL_ESTIMATORS"]
@@ -54,7 +55,7 @@ class EggerResult:
 
 def egger_test(yi, vi, model: str = "rma", method: str = "REML", level: float = 95) -> EggerResult:
     """Egger's regression test for funnel-plot asymmetry (predictor: the standard error)."""
-    y, v = _check_yv(yi, vi)
+    y, v = check_yv(yi, vi)
     if y.size < 3:
         raise ValueError(f"Egger's test needs at least 3 effects, got {y.size}")
     sei = np.sqrt(v)
@@ -94,7 +95,7 @@ class TrimFillResult:
 def trimfill(yi, vi, method: str = "REML", side: str | None = None, estimator: str = "L0",
              maxiter: int = 100) -> TrimFillResult:
     """Duval & Tweedie trim-and-fill; ``method`` is used for the trimmed and the final fits."""
-    y, v = _check_yv(yi, vi)
+    y, v = check_yv(yi, vi)
     estimator = estimator.upper()
     if estimator not in TRIMFILL_ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(TRIMFILL_ESTIMATORS)}, got {estimator!r}")
@@ -177,7 +178,7 @@ def funnel_data(yi, vi, estimate: float, level: float = 95):
     """Points and pseudo-confidence region of a funnel plot (effect vs standard error)."""
     import pandas as pd
 
-    y, v = _check_yv(yi, vi)
+    y, v = check_yv(yi, vi)
     sei = np.sqrt(v)
     z = stats.norm.ppf(1 - (1 - level / 100) / 2)
     se_grid = np.linspace(0, sei.max() * 1.05 if sei.size else 1.0, 50)

@@ -12,16 +12,16 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import linalg, optimize, stats
 
-from cotbench.meta.models import (
-    _LOG2PI,
-    _check_yv,
-    _codes,
-    _ll_dropped,
-    _Coefficients,
-    _qgen,
-    _single_thread,
-    _tau2_estimate,
+from cotbench.meta.numerics import (
+    LOG2PI,
+    Coefficients,
+    check_yv,
     design_matrix,
+    factor_codes,
+    ll_dropped,
+    qgen,
+    single_thread,
+    tau2_estimate,
 )
 from cotbench.meta.robust import RobustResult, robust
 
@@ -99,9 +99,9 @@ def _mv_pieces(y, X, B: _Blocks, theta, reml: bool, want_derivs: bool):
     rPr = float(r @ Pr)
     logdetA = 2 * float(np.sum(np.log(np.diag(cA[0]))))
     if reml:
-        ll = -0.5 * (k - p) * _LOG2PI + 0.5 * np.linalg.slogdet(X.T @ X)[1] - 0.5 * logdet - 0.5 * logdetA - 0.5 * rPr
+        ll = -0.5 * (k - p) * LOG2PI + 0.5 * np.linalg.slogdet(X.T @ X)[1] - 0.5 * logdet - 0.5 * logdetA - 0.5 * rPr
     else:
-        ll = -0.5 * k * _LOG2PI - 0.5 * logdet - 0.5 * rPr
+        ll = -0.5 * k * LOG2PI - 0.5 * logdet - 0.5 * rPr
     out = {"ll": float(ll), "b": b, "vb": linalg.cho_solve(cA, np.eye(p)), "r": r, "Minv": Minv, "Xs": Xs}
     if not want_derivs:
         return out
@@ -167,7 +167,7 @@ def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[in
         while True:
             new = np.maximum(theta + t * step, 0.0)
             cand = _mv_pieces(y, X, B, new, reml, want_derivs=False)
-            if not _ll_dropped(cand["ll"], cur["ll"]) or t < 1e-10:
+            if not ll_dropped(cand["ll"], cur["ll"]) or t < 1e-10:
                 break
             t /= 2
         theta = new
@@ -179,7 +179,7 @@ def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[in
 # fitted model and entry point
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class MvResult(_Coefficients):
+class MvResult(Coefficients):
     """A fitted multilevel meta-analytic model (metafor's rma.mv with nested random intercepts)."""
 
     _t_test = "t"  # test="t": t and F tests on the model-based vb with k - p df
@@ -210,7 +210,7 @@ class MvResult(_Coefficients):
 
     def confint(self, component: int | None = None) -> dict[str, tuple[float, float, float]]:
         """Profile-likelihood CIs for the variance components (as metafor's confint.rma.mv)."""
-        with _single_thread():
+        with single_thread():
             return self._confint(component)
 
     def _confint(self, component: int | None) -> dict[str, tuple[float, float, float]]:
@@ -304,7 +304,7 @@ def rma_mv(
     test = test.lower()
     if test not in ("z", "t"):
         raise ValueError(f"rma_mv test must be 'z' or 't', got {test!r}")
-    y, v = _check_yv(yi, vi, data)
+    y, v = check_yv(yi, vi, data)
     k = y.size
     names = _parse_random(random)
     lookup = factors or {}
@@ -320,8 +320,8 @@ def rma_mv(
         col = np.asarray(col, dtype=object)
         if col.size != k:
             raise ValueError(f"random-effects factor {name!r} has {col.size} values for {k} effects")
-        c = _codes(col, name)
-        combined = c if combined is None else _codes([f"{a}\x1f{b}" for a, b in zip(combined, c)], name)
+        c = factor_codes(col, name)
+        combined = c if combined is None else factor_codes([f"{a}\x1f{b}" for a, b in zip(combined, c)], name)
         codes.append(combined)
     X, cnames = design_matrix(mods, data, k)
     p = X.shape[1]
@@ -330,12 +330,12 @@ def rma_mv(
     B = _Blocks(v, codes)
     reml = method == "REML"
     # start: split a DerSimonian-Laird tau^2 of the univariate model evenly over the components
-    tau2_dl = _tau2_estimate(y, X, v, "DL")[0] if np.all(v > 0) else float(np.var(y))
+    tau2_dl = tau2_estimate(y, X, v, "DL")[0] if np.all(v > 0) else float(np.var(y))
     start = np.full(len(codes), max(tau2_dl, 1e-4 * float(np.var(y)) + 1e-8) / len(codes))
-    with _single_thread():
+    with single_thread():
         theta, cur, iters = _mv_optimise(y, X, B, reml, start)
     b, vb = cur["b"], cur["vb"]  # with test="t": t and F tests on this model-based vb, k - p df
-    QE = _qgen(y, X, v, 0.0) if np.all(v > 0) else float("nan")
+    QE = qgen(y, X, v, 0.0) if np.all(v > 0) else float("nan")
     QE_df = k - p
     QE_p = float(stats.chi2.sf(QE, QE_df))
     QM = QM_df = QM_p = None

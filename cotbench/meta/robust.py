@@ -1,23 +1,19 @@
 """Cluster-robust inference for fitted meta-analytic models: CR1 as metafor's ``robust()``, CR2 with
 Satterthwaite degrees of freedom as clubSandwich's ``vcovCR(type="CR2")`` + ``coef_test()``.
 
-Works on any fit (``RmaResult``, ``MvResult``) that has ``yi``, ``X``, ``coef_names``, ``level`` and
-``_cluster_blocks(cl)``, which gives the rows of each cluster, the fitted marginal covariance of those
-rows (the CR2 working model) and the model-based ``(X'V^-1X)^-1``.
+Works on any fit (a ``numerics.Coefficients``: ``RmaResult``, ``MvResult``) that has ``yi``, ``X``,
+``coef_names``, ``level`` and ``_cluster_blocks(cl)``, which gives the rows of each cluster, the
+fitted marginal covariance of those rows (the CR2 working model) and the model-based ``(X'V^-1X)^-1``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import linalg, stats
 
-from cotbench.meta.models import _codes, _single_thread
-
-if TYPE_CHECKING:
-    from cotbench.meta.models import RmaResult
-    from cotbench.meta.multilevel import MvResult
+from cotbench.meta.numerics import Coefficients, factor_codes, single_thread
 
 __all__ = ["robust", "RobustResult", "TYPES"]
 
@@ -85,7 +81,7 @@ def _inv_sqrt_psd(G: np.ndarray) -> np.ndarray:
     return (vecs * inv) @ vecs.T
 
 
-def robust(fit: RmaResult | MvResult, cluster: Any, type: str = "CR2", data: Any = None) -> RobustResult:
+def robust(fit: Coefficients, cluster: Any, type: str = "CR2", data: Any = None) -> RobustResult:
     """Cluster-robust variance for a fitted model; ``cluster`` is labels or a column of ``data``.
 
     CR1: metafor's robust() default (sandwich times m/(m-p), t with m-p df). CR2: the bias-reduced
@@ -93,7 +89,7 @@ def robust(fit: RmaResult | MvResult, cluster: Any, type: str = "CR2", data: Any
     Satterthwaite df per coefficient, as clubSandwich's vcovCR(type="CR2") + coef_test(). The working
     model must not correlate effects across clusters (clusters must contain whole outer groups).
     """
-    with _single_thread():
+    with single_thread():
         return _robust(fit, cluster, type, data)
 
 
@@ -105,7 +101,7 @@ def _robust(fit, cluster, type, data) -> RobustResult:
         if data is None or cluster not in getattr(data, "columns", []):
             raise ValueError(f"cluster column {cluster!r} not found")
         cluster = data[cluster]
-    cl = _codes(cluster, "cluster")
+    cl = factor_codes(cluster, "cluster")
     y, X = fit.yi, fit.X
     k, p = X.shape
     if cl.size != k:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from cotbench.settings import Setting
-from cotbench.tasks.base import LETTERS, DataError
+from cotbench.records import LETTERS, DataError
 from cotbench.types import Example, Message
 from cotbench.paths import data_dir
 

@@ -18,7 +18,7 @@ from cotbench.analysis import equals, gains, plan, published, selective, signifi
 from cotbench.analysis.load import frame_from_rows, load_run, load_runs
 from cotbench.analysis.report import render, text_table
 from cotbench.cli import main
-from cotbench.tasks.base import DataError
+from cotbench.records import DataError
 from cotbench.types import SampleResult
 
 

@@ -14,7 +14,7 @@ import pytest
 from cotbench.cli import main as cli_main
 from cotbench.meta import db, importers, load, query, validate
 from cotbench.meta.schema import ALL_COLUMNS, ARM_COLUMNS, CATEGORIES, COLUMNS, category_id
-from cotbench.tasks.base import DataError
+from cotbench.records import DataError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "meta"
 EFFECTS = FIX / "effects_small.csv"

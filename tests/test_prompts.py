@@ -12,8 +12,8 @@ import pytest
 from cotbench.extract import extract_answer, normalize_number, score
 from cotbench.prompts import PROMPTS_DIR, fill, load_prompt_file, render
 from cotbench.settings import CORE_SETTINGS, SETTINGS
-from cotbench.tasks import DataError, get_task, list_tasks
-from cotbench.tasks.base import LETTERS
+from cotbench.records import LETTERS, DataError
+from cotbench.tasks import get_task, list_tasks
 from cotbench.tasks.custom import ANSWER_TYPES, task_from_file
 from cotbench.tasks.mmlu import MMLU_FEWSHOT_SEED, draw_exemplars
 from cotbench.types import Example

@@ -18,9 +18,10 @@ import pytest
 
 from cotbench.extract import extract_answer, normalize_number, score, text_f1
 from cotbench.prompts import fill, load_prompt_file
-from cotbench.tasks import DATASETS, DataError, dataset_of, expand, get_task, list_tasks
+from cotbench.records import LETTERS, DataError
+from cotbench.tasks import DATASETS, dataset_of, expand, get_task, list_tasks
 from cotbench.tasks import bbh, biggen, gpqa
-from cotbench.tasks.base import GROUPS, LETTERS
+from cotbench.tasks.base import GROUPS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -275,3 +276,18 @@ def test_bad_row_names_file_row_and_field(tmp_path):
         '{"question": "q", "answer": "x #### 4"}\n{"question": "q", "answer": "no final"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"test.jsonl: line 2: .*'answer'"):
         get_task("gsm8k").load(tmp_path)
+
+
+def test_missing_local_files_raise_a_typed_error(tmp_path):
+    """`run --skip-missing` needs to tell "no file for this task" from a bad file by type, not by message."""
+    from cotbench.tasks.base import DataMissing
+
+    with pytest.raises(DataMissing, match="found under data dir"):
+        get_task("gsm8k").load(tmp_path)
+    (tmp_path / "gsm8k").mkdir()
+    bad = tmp_path / get_task("gsm8k").local_files[0]
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text("{not json\n")
+    with pytest.raises(DataError) as e:
+        get_task("gsm8k").load(tmp_path)
+    assert not isinstance(e.value, DataMissing)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from cotbench.analysis.gains import Z95, paired_gain
 from cotbench.analysis.paired import dataset_family, pair_shots
-from cotbench.tasks.base import LETTERS
+from cotbench.records import LETTERS
 
 EQUALS_DATASETS = ("mmlu", "mmlu_pro")
 BINS = ("equals", "no_equals", "no_answer")

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.tasks.base import DataError, iter_jsonl
+from cotbench.records import DataError, iter_jsonl
 from cotbench.types import SCHEMA_VERSION, SampleResult
 
 SAMPLE_FIELDS = [f.name for f in fields(SampleResult)]

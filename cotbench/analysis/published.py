@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.tasks.base import LETTERS, DataError, read_jsonl
+from cotbench.records import LETTERS, DataError, read_jsonl
 from cotbench.types import Example
 
 HUB_PREFIX = "TAUR-Lab/Taur_CoT_Analysis_Project___"

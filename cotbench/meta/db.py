@@ -21,7 +21,7 @@ from cotbench.meta.schema import (
     ARM_COLUMNS, BOOLS, CATEGORIES, COLUMNS, DECISIONS, DUPLICATE_KEY, MAP_COLUMNS, METRIC_RE, ORIGINS,
     PAPER_ID_RE, SCREENING_COLUMNS, SHOTS, SPLITS, category_id,
 )
-from cotbench.tasks.base import DataError
+from cotbench.records import DataError
 from cotbench.paths import data_dir
 
 __all__ = [

@@ -22,7 +22,7 @@ from typing import Iterable
 import pandas as pd
 
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
-from cotbench.tasks.base import DataError
+from cotbench.records import DataError
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
            "BBH_CATEGORY", "read_sheet", "paper_id_from_link"]

@@ -45,7 +45,7 @@ from cotbench.extract import normalize_number, strip_think
 from cotbench.prompts import fill, format_choices, read_prompt_yaml
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
 from cotbench.solvers.sandbox import Limits, Outcome, run_code
-from cotbench.tasks.base import LETTERS, DataError
+from cotbench.records import LETTERS, DataError
 from cotbench.types import Example, Extraction, Message, Response
 
 PLAN_SETTINGS = ("plan_direct", "plan_cot", "plan_tool")

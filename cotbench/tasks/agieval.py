@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cotbench.tasks.base import DataError, Task, require
+from cotbench.records import DataError
+from cotbench.tasks.base import Task, require
 from cotbench.tasks.common import check_letter, mirror
 from cotbench.types import Example
 

@@ -5,30 +5,20 @@ Loading order: ``data_dir`` (a local mirror in the hub schema) when given, else 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
+from cotbench.records import DataError, iter_jsonl
+from cotbench.tasks.hub import HubSource, HubUnavailable, load_hub_rows  # noqa: F401 (harness_cli)
 from cotbench.types import AnswerType, Example
 
 GROUPS = ("commonsense", "knowledge", "soft_reasoning", "symbolic", "mathematical")
 
 
-class DataError(ValueError):
-    """Bad or missing data; the message names the file, row and field."""
-
-
-class HubUnavailable(DataError):
-    """The Hugging Face hub could not be reached or lacks the dataset (offline machine, no access)."""
-
-
-@dataclass(frozen=True)
-class HubSource:
-    path: str
-    config: str | None = None
-    split: str = "test"
-    revision: str | None = None
+class DataMissing(DataError):
+    """None of a task's local files exists under ``--data-dir``: callers that may skip such a task
+    (``run --skip-missing``) catch this type rather than reading the message."""
 
 
 @dataclass(eq=False)  # identity semantics: tasks are registry singletons, used as dict keys
@@ -56,7 +46,7 @@ class Task:
             p = Path(data_dir) / rel
             if p.exists():
                 return p
-        raise DataError(
+        raise DataMissing(
             f"{self.name}: none of {list(self.local_files)} found under data dir {data_dir}"
         )
 
@@ -71,8 +61,6 @@ class Task:
     def rows_from_hub(self) -> list[dict[str, Any]]:
         if self.hub is None:
             raise DataError(f"{self.name}: no hub dataset; pass --data-dir with a local copy")
-        from cotbench.tasks.hub import load_hub_rows  # heavy import kept at the edge
-
         return load_hub_rows(self.name, self.hub)
 
     def source(self, data_dir: str | Path | None) -> dict[str, Any]:
@@ -118,26 +106,6 @@ def check_unique_ids(examples: list[Example], where: list[str]) -> None:
         first[ex.id] = at
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a bad line raises DataError naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}: line {n}: expected a JSON object")
-            yield n, obj
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises DataError naming file and line."""
-    return [obj for _, obj in iter_jsonl(path)]
-
-
 def require(row: dict[str, Any], field_name: str, kind: type | tuple[type, ...] = str) -> Any:
     """Fetch a required field with a type check, so loaders fail with the field named."""
     if field_name not in row or row[field_name] is None:
@@ -146,13 +114,6 @@ def require(row: dict[str, Any], field_name: str, kind: type | tuple[type, ...] 
     if not isinstance(v, kind):
         raise DataError(f"field {field_name!r} has type {type(v).__name__}, expected {kind}")
     return v
-
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def letter(i: int) -> str:
-    return LETTERS[i]
 
 
 REGISTRY: dict[str, Task] = {}

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cotbench.tasks.base import DataError, HubSource, Task, require
+from cotbench.records import DataError
+from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror
 from cotbench.types import AnswerType, Example
 

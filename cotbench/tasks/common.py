@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cotbench.extract import normalize_number
-from cotbench.tasks.base import DataError, LETTERS
+from cotbench.records import LETTERS, DataError, read_jsonl
 
 
 def mirror(*paths: str) -> tuple[str, ...]:
@@ -60,8 +60,6 @@ def number_gold(value: Any, field: str) -> str:
 
 def read_rows_any(path: Path) -> list[dict[str, Any]]:
     """JSONL (one object a line) or a JSON array of objects, by file suffix."""
-    from cotbench.tasks.base import read_jsonl
-
     path = Path(path)
     if path.suffix == ".jsonl":
         return read_jsonl(path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.tasks.base import DataError, HubSource, Task, require
+from cotbench.records import DataError
+from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import choices_dict, gold_letter, key_to_letter, mirror, original, read_rows_any
 from cotbench.types import Example
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cotbench.tasks.base import DataError, Task, require
+from cotbench.records import DataError
+from cotbench.tasks.base import Task, require
 from cotbench.tasks.common import original, read_json
 from cotbench.types import Example
 

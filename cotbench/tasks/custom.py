@@ -16,12 +16,12 @@ exemplars so few-shot settings work too. Errors name the file, the line and the 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotbench.tasks.base import DataError, Task, check_unique_ids
+from cotbench.records import DataError, iter_jsonl
+from cotbench.tasks.base import Task, check_unique_ids
 from cotbench.tasks.common import gold_letter, number_gold
 from cotbench.types import AnswerType, Example
 
@@ -82,26 +82,17 @@ def read_custom(path: Path, answer_type: str, name: str | None = None) -> list[E
     name = name or f"custom/{path.stem}"
     out: list[Example] = []
     where: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
-            try:
-                if not isinstance(row, dict):
-                    raise DataError("expected a JSON object")
-                q = row.get("question")
-                if not isinstance(q, str) or not q.strip():
-                    raise DataError("field 'question': a non-empty string is required")
-                gold, choices, meta = _gold(row, answer_type)
-            except DataError as e:
-                raise DataError(f"{path}: line {n}: {e}") from None
-            out.append(Example(id=f"{name}/{row.get('id', n)}", dataset=name, question=q.strip(), gold=gold,
-                               answer_type=ANSWER_TYPES[answer_type], choices=choices, metadata=meta))
-            where.append(f"{path}: line {n}")
+    for n, row in iter_jsonl(path):
+        try:
+            q = row.get("question")
+            if not isinstance(q, str) or not q.strip():
+                raise DataError("field 'question': a non-empty string is required")
+            gold, choices, meta = _gold(row, answer_type)
+        except DataError as e:
+            raise DataError(f"{path}: line {n}: {e}") from None
+        out.append(Example(id=f"{name}/{row.get('id', n)}", dataset=name, question=q.strip(), gold=gold,
+                           answer_type=ANSWER_TYPES[answer_type], choices=choices, metadata=meta))
+        where.append(f"{path}: line {n}")
     check_unique_ids(out, where)
     if not out:
         raise DataError(f"{path}: no examples (the file is empty)")

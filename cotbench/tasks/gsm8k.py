@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.tasks.base import DataError, HubSource, Task, require
+from cotbench.records import DataError
+from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror, number_gold
 from cotbench.types import Example
 

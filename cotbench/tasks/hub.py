@@ -11,11 +11,27 @@ import functools
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
-from cotbench.tasks.base import HubSource, HubUnavailable
+from cotbench.records import DataError
 
 PROBE_TIMEOUT_S = 3.0
+
+
+class HubUnavailable(DataError):
+    """The Hugging Face hub could not be reached or lacks the dataset (offline machine, no access)."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a task lives on the hub: dataset path, config, split and (pinned) revision."""
+
+    path: str
+    config: str | None = None
+    split: str = "test"
+    revision: str | None = None
+
 HINT = "pass --data-dir DIR (a local mirror in the hub schema) or set COTBENCH_DATA_DIR"
 
 

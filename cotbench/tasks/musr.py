@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from cotbench.tasks.base import DataError, HubSource, Task, read_jsonl, require
+from cotbench.records import DataError, read_jsonl
+from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import gold_letter, mirror, original, read_json
 from cotbench.types import Example
 

@@ -1,0 +1,40 @@
+"""The shared record layer every other part reads through: the data error type, the JSONL reader and
+the answer letters.
+
+Why a module of its own: datasets (``tasks``), the analyzer, the literature statistics (``meta``) and
+the figures all read JSONL and report bad rows the same way; keeping that here lets each of them depend
+on this leaf instead of on the datasets layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["DataError", "LETTERS", "iter_jsonl", "read_jsonl"]
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels: choice i is LETTERS[i]
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file, row and field."""
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line raises DataError naming file and line."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {n}: expected a JSON object")
+            yield n, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line raises DataError naming file and line."""
+    return [obj for _, obj in iter_jsonl(path)]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cotbench {run,list,report,analyze,figures,meta} …``.
+"""Command line: ``python -m cotbench {run,list,report,analyze,figures,published,meta,batches} …``.
 
 Each area registers its own sub-commands through a ``register(subparsers)`` function that adds parsers
 and sets ``func`` (a callable taking the parsed args and returning an exit code).
@@ -13,27 +13,19 @@ from cotbench.backends.base import EXIT_PENDING, BackendError, BackendPending
 
 AREAS = (
     "cotbench.harness_cli",   # run, list, report
-    "cotbench.analysis.cli",  # analyze, figures
+    "cotbench.analysis.cli",  # analyze
+    "cotbench.figures.cli",   # figures
+    "cotbench.published_cli", # published
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
     "cotbench.batches_cli",   # batches status|collect|cancel
 )
-
-
-class UserError(Exception):
-    """An error caused by input (flags, files, data): printed without a traceback, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cotbench", description="When does chain-of-thought help an LLM?")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in AREAS:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:  # area not built yet
-                continue
-            raise
-        m.register(sub)
+        importlib.import_module(mod).register(sub)
     return p
 
 
@@ -54,9 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except (ValueError, FileNotFoundError, OSError) as e:
         # DataError, bad config, unwritable output: no traceback, the message names the file/row/field
         print(f"error: {e}", file=sys.stderr)

@@ -14,9 +14,11 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from cotbench.analysis import equals, gains, plan, published, selective, significance
+from cotbench import published
+from cotbench.analysis import equals, gains, plan, selective, significance
+from cotbench.analysis.disagreements import disagreements
 from cotbench.analysis.load import frame_from_rows, load_run, load_runs
-from cotbench.analysis.report import render, text_table
+from cotbench.analysis.render import render, text_table
 from cotbench.cli import main
 from cotbench.records import DataError
 from cotbench.types import SampleResult
@@ -408,7 +410,7 @@ def test_published_import_rescore_and_disagreements(tmp_path):
     assert not cot["mmlu/1"]["correct"] and cot["mmlu/1"]["extracted"] == "D"
     assert cot["mmlu/2"]["parse_status"] == "unparseable"
     assert cot["mmlu/0"]["metadata"] == {"subject": "algebra"} and cot["mmlu/0"]["messages"][0]["role"] == "user"
-    summ, items = published.disagreements(table(rows))
+    summ, items = disagreements(table(rows))
     s = summ.set_index("setting")
     assert s.loc["zs_cot", "n"] == 3 and s.loc["zs_cot", "n_disagree"] == 1
     assert s.loc["zs_cot", "n_theirs_only_correct"] == 1 and s.loc["zs_cot", "n_ours_only_correct"] == 0
@@ -418,7 +420,7 @@ def test_published_import_rescore_and_disagreements(tmp_path):
     # their verdicts can replace ours; the comparison still uses ours
     theirs = published.use_their_scores(rows)
     assert sum(r["correct"] for r in theirs if r["setting"] == "zs_cot") == 2
-    assert published.disagreements(table(theirs))[0].set_index("setting").loc["zs_cot", "n_disagree"] == 1
+    assert disagreements(table(theirs))[0].set_index("setting").loc["zs_cot", "n_disagree"] == 1
     # a CSV copy of the same rows imports to the same verdicts (string booleans handled)
     c = tmp_path / "mmlu.csv"
     pd.DataFrame(_published_rows()).astype(str).to_csv(c, index=False)
@@ -488,7 +490,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.mark.timeout(300)
 def test_figures_are_written_and_deterministic(tmp_path):
-    from cotbench.figures.plots import make_all
+    from cotbench.figures.study import make_all
 
     df = load_run(_run_for_cli(tmp_path))
     w1, skipped = make_all(df, tmp_path / "f1")

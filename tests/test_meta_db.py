@@ -508,3 +508,11 @@ def test_merge_cli_names_an_unmapped_dataset_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert "st.csv:2: column 'dataset': 'Brand-new QA' is not in the dataset map" in err
     assert into.read_text() == EFFECTS.read_text()
+
+
+def test_meta_without_subcommand_prints_help_and_exits_2(capsys):
+    """Like `batches` and `meta import`: a bare group command is a usage error, not a success."""
+    from cotbench.cli import main
+
+    assert main(["meta"]) == 2
+    assert "SUBCOMMAND" in capsys.readouterr().out

@@ -442,7 +442,7 @@ def test_summaries_hand_example():
 
 
 def test_plots_are_deterministic(small, tmp_path):
-    from cotbench.meta import plots
+    from cotbench.figures import literature as plots
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     plots.fig2(small, out=a)

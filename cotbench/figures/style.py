@@ -38,16 +38,24 @@ def figure_style():
         yield
 
 
-def save(fig, out_dir: Path, stem: str, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.<fmt>`` for each format with timestamp-free metadata; closes the figure."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        p = out_dir / f"{stem}.{fmt}"
-        meta = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None},
-                "svg": {"Date": None}}.get(fmt, {})
-        fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight", metadata=meta)
-        paths.append(p)
-    plt.close(fig)
+# metadata that would differ between runs or machines (dates, tool versions) is left out of each format
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None},
+             "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}}
+
+
+def save(fig, out: str | Path, formats: tuple[str, ...] | None = None) -> list[Path]:
+    """Write ``fig`` deterministically and close it: to ``out`` itself (format from its suffix) or, with
+    ``formats``, to ``out.<fmt>`` for each format (``out`` a path stem). Returns the files written."""
+    out = Path(out)
+    paths = [out] if formats is None else [out.with_name(f"{out.name}.{fmt}") for fmt in formats]
+    try:
+        for p in paths:
+            fmt = p.suffix.lower().lstrip(".")
+            if fmt not in _METADATA:
+                raise ValueError(f"{p}: output must end in .png, .pdf or .svg")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with plt.rc_context({"svg.hashsalt": "cotbench"}):
+                fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA[fmt])
+    finally:
+        plt.close(fig)
     return paths

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from cotbench.meta import db
+from cotbench.meta import cli_stats, db
 from cotbench.meta.schema import ALL_COLUMNS, SCREENING_COLUMNS
 
 
@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                               description="Validate, query, import into and merge the CoT effect database "
                                           "(meta_analysis/cot_effects.csv).")
     sub = p.add_subparsers(dest="meta_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])  # a sub-command is required, as elsewhere
 
     v = sub.add_parser("validate", help="check an effects or screening CSV against the codebook")
     v.add_argument("file", nargs="?", help="CSV to check (default: the shipped database and screening.csv)")
@@ -80,13 +80,7 @@ def register(subparsers) -> None:
                                         "meta_analysis/dataset_categories.csv)")
     m.set_defaults(func=cmd_merge)
 
-    try:
-        from cotbench.meta import cli_stats
-    except ModuleNotFoundError as e:
-        if e.name != "cotbench.meta.cli_stats":
-            raise
-    else:
-        cli_stats.register(sub)
+    cli_stats.register(sub)
 
 
 def cmd_validate(args) -> int:

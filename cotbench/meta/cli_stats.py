@@ -26,25 +26,10 @@ __all__ = ["register", "load_effects", "pooled_by_group", "pooled_overall"]
 # data
 # ----------------------------------------------------------------------------------------------
 def load_effects(path: str | Path | None = None):
-    """The effects table as a DataFrame, through ``cotbench.meta.load`` when that exists."""
-    import pandas as pd
+    """The effects table as a typed, validated DataFrame (``DataError`` names each bad row)."""
+    from cotbench.meta.db import load
 
-    path = Path(path) if path else None
-    try:
-        from cotbench.meta import load as meta_load  # written by the database area
-    except ImportError:
-        meta_load = None
-    if meta_load is not None:
-        try:
-            obj = meta_load(path) if path else meta_load()
-        except TypeError:
-            obj = None
-        if obj is not None:
-            return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
-    p = path or DEFAULT_DB
-    if not p.exists():
-        raise FileNotFoundError(f"effects database {p} not found (give --file)")
-    return pd.read_csv(p)
+    return load(path or None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,7 +330,7 @@ def _fit_overall(args, df, info: dict, method: str, note: str, out) -> None:
 
 
 def _cmd_plot(args) -> int:
-    from cotbench.meta import plots
+    from cotbench.figures import literature as plots
 
     df, info = _prepare(args)
     if args.figure == "fig2":
@@ -374,7 +359,7 @@ def _cmd_plot(args) -> int:
 # argparse
 # ----------------------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--file", default=None, help=f"effects CSV (default: {DEFAULT_DB.name} via cotbench.meta.load)")
+    p.add_argument("--file", default=None, help=f"effects CSV (default: the shipped {DEFAULT_DB.name})")
     p.add_argument("--rho", type=float, default=0.0,
                    help="item-level correlation of CoT and direct correctness for the paired variance "
                         "(default 0: conservative independent-proportions bound)")

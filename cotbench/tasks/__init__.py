@@ -11,7 +11,7 @@ from cotbench.tasks.base import Task
 
 _MODULES = (
     "commonsense", "arc", "mmlu", "agieval", "biggen", "musr", "musique",
-    "bbh", "folio", "contexthub", "gsm8k", "math", "gpqa",
+    "bbh", "folio", "contexthub", "gsm8k", "hendrycks_math", "gpqa",
 )
 
 

@@ -11,8 +11,10 @@ Each row holds, for each of ``zero_shot_direct``, ``zero_shot_cot``, ``few_shot_
 
 Rows become our sample table (settings zs_direct … fs_cot), re-extracted and re-scored with
 :func:`cotbench.extract.extract_all` (every applicable extractor; the default one's verdict is
-``correct``); their verdicts are kept in ``extra["published"]`` so :func:`disagreements` can show where the two scorings differ. Example ids
-are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
+``correct``); their verdicts are kept in ``extra["published"]`` so
+:func:`cotbench.analysis.disagreements.disagreements` can show where the two scorings differ. Example
+ids are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
+This module does I/O (hub, files); the ``published`` command lives in ``published_cli.py``.
 """
 from __future__ import annotations
 
@@ -258,7 +260,7 @@ def import_rows(rows: Iterable[dict[str, Any]], model: str, config: str, task_na
 
 def use_their_scores(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Copies of rows with ``correct``/``parse_status`` replaced by the release's own verdicts (ours kept
-    in ``extra["ours"]`` so :func:`disagreements` still works)."""
+    in ``extra["ours"]`` so :func:`cotbench.analysis.disagreements.disagreements` still works)."""
     out = []
     for r in rows:
         pub = r["extra"]["published"]
@@ -268,43 +270,3 @@ def use_their_scores(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "extracted": pub["extracted"], "extract_method": "published",
                     "extra": {**r["extra"], "ours": ours}})
     return out
-
-
-DIS_COLUMNS = ["model", "dataset", "setting", "n", "acc_theirs", "acc_ours", "n_disagree", "n_ours_only_correct",
-               "n_theirs_only_correct", "parsed_theirs", "parsed_ours", "n_unsupported"]
-
-
-def disagreements(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary per model × dataset × setting, item-level rows where our and their verdicts differ)."""
-    if df.empty or "extra" not in df.columns:
-        return pd.DataFrame(columns=DIS_COLUMNS), pd.DataFrame()
-    pub = df["extra"].map(lambda e: (e or {}).get("published"))
-    d = df[pub.notna()].copy()
-    if d.empty:
-        return pd.DataFrame(columns=DIS_COLUMNS), pd.DataFrame()
-    pub = pub[pub.notna()]
-    ours = d["extra"].map(lambda e: e.get("ours"))
-    if ours.notna().any():  # rows imported with --scores theirs: put our verdicts back for the comparison
-        has = ours.notna()
-        for col in ("extracted", "correct", "parse_status", "extract_method"):
-            d.loc[has, col] = ours[has].map(lambda o: o[col])
-        d["correct"] = d["correct"].astype(bool)
-    d["their_correct"] = pub.map(lambda p: bool(p["correct"])).astype(bool)
-    d["their_parsed"] = pub.map(lambda p: bool(p["parsed"])).astype(bool)
-    d["their_extracted"] = pub.map(lambda p: p.get("extracted"))
-    d["unsupported"] = d["extract_method"].astype(str).str.startswith("unsupported")
-    rows = []
-    for (m, ds, s), g in d.groupby(["model", "dataset", "setting"], sort=True):
-        rows.append({
-            "model": m, "dataset": ds, "setting": s, "n": len(g),
-            "acc_theirs": g["their_correct"].mean(), "acc_ours": g["correct"].mean(),
-            "n_disagree": int((g["their_correct"] != g["correct"]).sum()),
-            "n_ours_only_correct": int((g["correct"] & ~g["their_correct"]).sum()),
-            "n_theirs_only_correct": int((~g["correct"] & g["their_correct"]).sum()),
-            "parsed_theirs": g["their_parsed"].mean(), "parsed_ours": (g["parse_status"] == "ok").mean(),
-            "n_unsupported": int(g["unsupported"].sum()),
-        })
-    items = d[d["their_correct"] != d["correct"]][
-        ["model", "dataset", "setting", "example_id", "gold", "their_extracted", "extracted", "their_correct",
-         "correct", "extract_method"]].rename(columns={"extracted": "our_extracted", "correct": "our_correct"})
-    return pd.DataFrame(rows, columns=DIS_COLUMNS), items.reset_index(drop=True)

@@ -231,7 +231,7 @@ def make_all(df: pd.DataFrame, out_dir: str | Path, formats=("png", "pdf"), incl
         if fig is None:
             skipped[stem] = reason
         else:
-            written.extend(save(fig, out_dir, stem, formats))
+            written.extend(save(fig, Path(out_dir) / stem, tuple(formats)))
 
     g = gn.gains(df, pool=pool)
     for s in ("zs", "fs"):

@@ -1,4 +1,4 @@
-"""Figures for the meta-analysis: the study's Figure 2, a forest plot by category, a funnel plot.
+"""Figures for the literature meta-analysis (``cotbench meta plot``): the study's Figure 2, a forest plot by category, a funnel plot.
 
 All figures use the Agg backend, a fixed jitter seed and PNG files without a timestamp, so the same
 input gives byte-identical output.
@@ -15,27 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cotbench.figures.style import save  # noqa: E402
 from cotbench.meta.summaries import paper_category_means  # noqa: E402
 
-__all__ = ["fig2", "forest", "funnel", "save"]
+__all__ = ["fig2", "forest", "funnel"]
 
 _GREY = "#9a9a9a"
 _BLUE = "#1f5fa8"
 _RED = "#c0392b"
-
-
-def save(fig, out: str | Path) -> Path:
-    """Write a figure deterministically (no creation date or software tag in the file)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
-    if suffix not in (".png", ".pdf", ".svg"):
-        raise ValueError(f"{out}: output must end in .png, .pdf or .svg")
-    meta = {"Software": None} if suffix == ".png" else {"Creator": None, "CreationDate": None} if suffix == ".pdf" else {"Date": None}
-    with plt.rc_context({"svg.hashsalt": "cotbench"}):
-        fig.savefig(out, dpi=150, bbox_inches="tight", metadata=meta)
-    plt.close(fig)
-    return out
 
 
 def _label(cat: str) -> str:

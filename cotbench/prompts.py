@@ -49,7 +49,9 @@ def format_choices(choices: tuple[str, ...] | list[str] | None) -> str:
     return "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
 
 
-def _fields(question: str, choices, metadata: dict[str, Any] | None) -> dict[str, Any]:
+def prompt_fields(question: str, choices, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The placeholders a prompt template fills: ``metadata``'s keys plus question, choices, letters
+    (one helper, so every prompt family fills templates the same way)."""
     f = dict(metadata or {})
     f.update(
         question=question,
@@ -99,7 +101,7 @@ def render(spec: dict[str, Any], example: Example, setting: Setting, k: int | No
     if mode not in ("direct", "cot"):
         raise ValueError(f"render() handles direct/cot; {setting.name} is rendered by cotbench.solvers")
     msgs: list[Message] = []
-    system = fill(spec.get("system") or "", _fields(example.question, example.choices, example.metadata)).strip()
+    system = fill(spec.get("system") or "", prompt_fields(example.question, example.choices, example.metadata)).strip()
     if system:  # a per-item system prompt (e.g. BiGGen's "{system_prompt}") may be empty for some items
         msgs.append({"role": "system", "content": system})
     if setting.fewshot:
@@ -111,13 +113,13 @@ def render(spec: dict[str, Any], example: Example, setting: Setting, k: int | No
         turn_t = spec.get(f"fewshot_{mode}") or spec[mode]
         ans_t = spec.get(f"{mode}_answer") or ("The answer is {answer}." if mode == "direct" else "{rationale} The answer is {answer}.")
         for ex in exemplars:
-            f = _fields(ex["question"], ex.get("choices"), ex)
+            f = prompt_fields(ex["question"], ex.get("choices"), ex)
             msgs.append({"role": "user", "content": fill(turn_t, f).strip()})
             msgs.append({"role": "assistant", "content": fill(ans_t, f).strip()})
         target_t = turn_t
     else:
         target_t = spec[mode]
-    msgs.append({"role": "user", "content": fill(target_t, _fields(example.question, example.choices, example.metadata)).strip()})
+    msgs.append({"role": "user", "content": fill(target_t, prompt_fields(example.question, example.choices, example.metadata)).strip()})
     prefill = _by_mode(spec.get("prefill"), mode, None)
     stop = tuple(_by_mode(spec.get("stop"), mode, []) or [])
     return Rendered(tuple(msgs), prefill, stop)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-__all__ = ["DataError", "LETTERS", "iter_jsonl", "read_jsonl"]
+__all__ = ["DataError", "LETTERS", "iter_jsonl", "read_jsonl", "split_values"]
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels: choice i is LETTERS[i]
 
@@ -33,6 +33,16 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: line {n}: expected a JSON object")
             yield n, obj
+
+
+def split_values(values: Sequence[str] | str | None) -> list[str]:
+    """A list-valued command-line flag's values: space-separated (the convention), each also split at
+    commas so the older comma form keeps working (``--agg n mean`` == ``--agg n,mean``)."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [p.strip() for v in values for p in str(v).split(",") if p.strip()]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ calls another test paid for, and none touches the user's cache.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -59,9 +58,3 @@ def loader_data(tiny_data) -> Path:
     """The real mirror when present (the stronger check), else the tiny one: per-task loader and prompt
     tests run either way."""
     return HF_DATA if HF_DATA.is_dir() else tiny_data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -514,7 +514,7 @@ def test_cli_analyze_table_json_out_and_errors(tmp_path, capsys):
         assert (tmp_path / "out" / f"{name}.csv").is_file()
     assert (tmp_path / "out" / "analysis.txt").read_text() == text
 
-    assert main(["analyze", str(run), "--format", "json", "--sections", "gains,equals", "--include-gold-in-equals"]) == 0
+    assert main(["analyze", str(run), "--format", "json", "--sections", "gains", "equals", "--include-gold-in-equals"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert set(obj) == {"gains", "gains_by_dataset", "gains_by_group", "gains_by_group_model", "equals"}
     eq_rows = {(r["model"], r["bin"]): r for r in obj["equals"]}

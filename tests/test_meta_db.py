@@ -516,3 +516,13 @@ def test_meta_without_subcommand_prints_help_and_exits_2(capsys):
 
     assert main(["meta"]) == 2
     assert "SUBCOMMAND" in capsys.readouterr().out
+
+
+def test_list_flags_take_spaces_and_commas_alike(capsys):
+    """The CLI convention: list-valued flags take space-separated values; the older comma form still works."""
+    outs = []
+    for agg in (["n", "mean", "median"], ["n,mean,median"]):
+        assert cli_main(["meta", "query", "--file", str(EFFECTS), "--group-by", "category",
+                         "--agg", *agg, "--format", "csv"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].startswith("category,n,mean,median")

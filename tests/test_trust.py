@@ -22,7 +22,7 @@ from cotbench.config import build_config, default_store_path
 from cotbench.harness import run
 from cotbench.tasks import get_task
 from cotbench.tasks.base import DataError
-from conftest import free_port
+from cotbench.testing.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cotbench.records import split_values
+
 SECTIONS = ("gains", "extractors", "equals", "significance", "selective", "plan", "published")
 
 
@@ -16,8 +18,8 @@ def register(subparsers) -> None:
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--format", choices=("table", "csv", "json"), default="table")
     a.add_argument("--out", metavar="DIR", help="also write every table as DIR/<name>.csv and the report as DIR/analysis.<fmt>")
-    a.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    a.add_argument("--sections", nargs="+", default=list(SECTIONS), metavar="SECTION",
+                   help=f"subset of {' '.join(SECTIONS)} (default: all)")
     a.add_argument("--shots", nargs="+", choices=("zs", "fs"), default=["zs", "fs"])
     a.add_argument("--pool-subtasks", action="store_true",
                    help="pool sub-tasks (bbh/…, agieval/…) into one dataset for gains and tests, as the study did")
@@ -25,8 +27,8 @@ def register(subparsers) -> None:
                    help="also search the gold answer text for '=' (what the study's code did)")
     a.add_argument("--include-choices-in-equals", action="store_true", help="also search all option texts for '='")
     a.add_argument("--equals-datasets", nargs="+", default=["mmlu", "mmlu_pro"])
-    a.add_argument("--family", default="study",
-                   help="correction family: study (commonsense+knowledge+soft_reasoning), all, or comma-separated datasets")
+    a.add_argument("--family", nargs="+", default=["study"],
+                   help="correction family: study (commonsense+knowledge+soft_reasoning), all, or datasets")
     a.add_argument("--test", choices=("mcnemar", "bootstrap"), default="mcnemar", help="p-value that is corrected")
     a.add_argument("--alpha", type=float, default=0.05)
     a.add_argument("--n-boot", type=int, default=10_000)
@@ -36,14 +38,15 @@ def register(subparsers) -> None:
     a.set_defaults(func=cmd_analyze)
 
 
-def _family(arg: str):
-    return arg if arg in ("study", "all") else [x.strip() for x in arg.split(",") if x.strip()]
+def _family(values) -> str | list[str]:
+    names = split_values(values)
+    return names[0] if names in (["study"], ["all"]) else names
 
 
 def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
     from cotbench.analysis import disagreements, equals, extractors, gains, plan, selective, significance
 
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    sections = split_values(args.sections)
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"--sections: unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
@@ -72,11 +75,12 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
             " + options" if args.include_choices_in_equals else "")
         t["equals"] = (f"'=' split ({how}); no_answer = CoT unparseable", e)
     if "significance" in sections:
+        family = " ".join(split_values(args.family))
         s = significance.significance(df, shots, _family(args.family), args.test, args.alpha, args.n_boot, args.seed,
                                       pool=args.pool_subtasks)
         sizes = ", ".join(f"{k}: {v}" for k, v in s.attrs.get("family_size", {}).items())
         t["significance"] = (f"Paired tests (bootstrap n={args.n_boot}, seed={args.seed}; exact McNemar); "
-                             f"Bonferroni/Holm on {args.test} p over family '{args.family}' (size {sizes})", s)
+                             f"Bonferroni/Holm on {args.test} p over family '{family}' (size {sizes})", s)
     if "selective" in sections:
         pol, summ = selective.selective(df, args.selective_shots, seed=args.seed, tol=args.tol)
         t["selective_policies"] = ("Selective-CoT policies on the held-out half (pareto = on the frontier)", pol)

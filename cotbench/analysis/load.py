@@ -11,8 +11,9 @@ a newer cotbench (a higher ``schema_version``) are refused rather than misread.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import fields
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,28 +22,27 @@ import pandas as pd
 from cotbench.records import DataError, iter_jsonl
 from cotbench.types import SCHEMA_VERSION, SampleResult
 
-SAMPLE_FIELDS = [f.name for f in fields(SampleResult)]
+SAMPLE_FIELDS = [f.name for f in dataclasses.fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")
-DEFAULTS: dict[str, Any] = {
-    "group": "",
-    "sample_index": 0,
-    "key": "",
-    "messages": None,
-    "response": "",
-    "extracted": None,
-    "extract_method": "",
-    "parse_status": "ok",
-    "gold": "",
-    "tokens_in": None,
-    "tokens_out": None,
-    "latency_s": None,
-    "finish_reason": None,
-    "question": "",
-    "choices": None,
-    "metadata": None,
-    "extra": None,
-    "extractions": None,  # absent in rows written before per-extractor verdicts were stored
-}
+
+
+def _absent_value(f: dataclasses.Field, hint: Any) -> Any:
+    """What a row written by an older cotbench (or another tool) holds for a field it lacks: the field's
+    default; None for optional fields and for containers (the loader fills a fresh one); else the
+    type's empty value ("" for text, 0 for counts, the first literal for a Literal)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    args = typing.get_args(hint)
+    if f.default_factory is not dataclasses.MISSING or type(None) in args:
+        return None
+    if typing.get_origin(hint) is typing.Literal:
+        return args[0]
+    return {str: "", int: 0}.get(hint)
+
+
+_HINTS = typing.get_type_hints(SampleResult)
+DEFAULTS: dict[str, Any] = {f.name: _absent_value(f, _HINTS[f.name]) for f in dataclasses.fields(SampleResult)
+                            if f.name not in REQUIRED}
 ID_COLS = ["model", "dataset", "setting", "example_id", "sample_index"]
 
 

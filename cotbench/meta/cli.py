@@ -36,9 +36,10 @@ def register(subparsers) -> None:
                       ("venue", "substring"), ("year", "publication year"), ("paper", "arXiv id / title substring"),
                       ("origin", "literature or cotbench_run"), ("shots", "zero or few"),
                       ("split", "test, validation, dev, train or unknown")):
-        q.add_argument(f"--{name}", nargs="+", help=f"{hlp}; several values or a comma list are OR-ed")
+        q.add_argument(f"--{name}", nargs="+", help=f"{hlp}; several values are OR-ed")
     q.add_argument("--group-by", choices=sorted(db.GROUP_COLUMNS), help="aggregate per group")
-    q.add_argument("--agg", help=f"comma list of {', '.join(db.AGGREGATES)} (default n,mean,median when grouping)")
+    q.add_argument("--agg", nargs="+", help=f"aggregates, any of {' '.join(db.AGGREGATES)} "
+                                            "(default: n mean median when grouping)")
     q.add_argument("--value", default="delta", choices=("delta", "cot_score", "direct_score"))
     q.add_argument("--include-pooled", action="store_true",
                    help="let aggregates count pooled rows (averages of other rows of the same paper; left out by "

@@ -21,7 +21,7 @@ from cotbench.meta.schema import (
     ARM_COLUMNS, BOOLS, CATEGORIES, COLUMNS, DECISIONS, DUPLICATE_KEY, MAP_COLUMNS, METRIC_RE, ORIGINS,
     PAPER_ID_RE, SCREENING_COLUMNS, SHOTS, SPLITS, category_id,
 )
-from cotbench.records import DataError
+from cotbench.records import DataError, split_values
 from cotbench.paths import data_dir
 
 __all__ = [
@@ -589,14 +589,6 @@ def _match_any(series: pd.Series, needles: Sequence[str]) -> pd.Series:
     return out
 
 
-def _split(values: Sequence[str] | str | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return [p.strip() for v in values for p in str(v).split(",") if p.strip()]
-
-
 def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=None, year=None, paper=None,
           origin=None, shots=None, split=None, group_by: str | None = None,
           aggs: Sequence[str] | str | None = None, value: str = "delta",
@@ -612,7 +604,7 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
     if value not in ("delta", "cot_score", "direct_score"):
         raise ValueError(f"value must be delta, cot_score or direct_score, got {value!r}")
     m = pd.Series(True, index=df.index)
-    cats = _split(category)
+    cats = split_values(category)
     if cats:
         ids = []
         for c in cats:
@@ -622,13 +614,13 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
             ids.append(cid)
         m &= df["category"].isin(ids)
     for col, needles in (("dataset", dataset), ("model", model), ("venue", venue)):
-        vals = _split(needles)
+        vals = split_values(needles)
         if vals:
             m &= _match_any(df[col], vals)
-    pvals = _split(paper)
+    pvals = split_values(paper)
     if pvals:
         m &= _match_any(df["paper_id"], pvals) | _match_any(df["title"], pvals)
-    yvals = _split(year)
+    yvals = split_values(year)
     if yvals:
         try:
             years = [int(y) for y in yvals]
@@ -636,14 +628,14 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
             raise ValueError(f"--year expects integers, got {', '.join(yvals)}") from None
         m &= df["year"].isin(years).fillna(False).astype(bool)
     for col, vals, vocab in (("origin", origin, ORIGINS), ("shots", shots, SHOTS), ("split", split, SPLITS)):
-        vs = _split(vals)
+        vs = split_values(vals)
         bad = [x for x in vs if x not in vocab]
         if bad:
             raise ValueError(f"unknown {col} {bad[0]!r}; choose from {', '.join(vocab)}")
         if vs:
             m &= df[col].isin(vs)
     sub = df[m]
-    agg_list = _split(aggs)
+    agg_list = split_values(aggs)
     bad = [a for a in agg_list if a not in AGGREGATES]
     if bad:
         raise ValueError(f"unknown aggregate {bad[0]!r}; choose from {', '.join(AGGREGATES)}")

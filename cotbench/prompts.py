@@ -101,7 +101,8 @@ def render(spec: dict[str, Any], example: Example, setting: Setting, k: int | No
     if mode not in ("direct", "cot"):
         raise ValueError(f"render() handles direct/cot; {setting.name} is rendered by cotbench.solvers")
     msgs: list[Message] = []
-    system = fill(spec.get("system") or "", prompt_fields(example.question, example.choices, example.metadata)).strip()
+    item_fields = prompt_fields(example.question, example.choices, example.metadata)
+    system = fill(spec.get("system") or "", item_fields).strip()
     if system:  # a per-item system prompt (e.g. BiGGen's "{system_prompt}") may be empty for some items
         msgs.append({"role": "system", "content": system})
     if setting.fewshot:
@@ -119,7 +120,7 @@ def render(spec: dict[str, Any], example: Example, setting: Setting, k: int | No
         target_t = turn_t
     else:
         target_t = spec[mode]
-    msgs.append({"role": "user", "content": fill(target_t, prompt_fields(example.question, example.choices, example.metadata)).strip()})
+    msgs.append({"role": "user", "content": fill(target_t, item_fields).strip()})
     prefill = _by_mode(spec.get("prefill"), mode, None)
     stop = tuple(_by_mode(spec.get("stop"), mode, []) or [])
     return Rendered(tuple(msgs), prefill, stop)

@@ -1,4 +1,5 @@
-"""Figures for the literature meta-analysis (``cotbench meta plot``): the study's Figure 2, a forest plot by category, a funnel plot.
+"""Figures for the literature meta-analysis (``cotbench meta plot``): the study's Figure 2, a forest
+plot by category, a funnel plot.
 
 All figures use the Agg backend, a fixed jitter seed and PNG files without a timestamp, so the same
 input gives byte-identical output.

@@ -15,6 +15,7 @@ AREAS = (
     "cotbench.harness_cli",   # run, list, report
     "cotbench.analysis.cli",  # analyze, figures
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
+    "cotbench.heads.cli",     # heads retrieval|lofit|figures
 )
 
 

@@ -52,6 +52,9 @@ def register(sub) -> None:
     lo.add_argument("--n-test", type=int, default=0,
                     help="without --train-file: draw N test items and N-TRAIN disjoint training items from the "
                          "task's own file, and write the test sample as a data folder for `run --data-dir`")
+    lo.add_argument("--test-data-dir", metavar="DIR",
+                    help="with --n-test: where the held-out test sample is written (default: beside --out); keep "
+                         "it out of the repository, it quotes the dataset")
     lo.add_argument("--settings", nargs="+", default=["zs_direct", "zs_cot"], help="prompt formats trained on")
     lo.add_argument("--k", type=int, default=16, help="heads kept after the L1 selection step")
     lo.add_argument("--l1", type=float, default=1e-3)
@@ -64,6 +67,16 @@ def register(sub) -> None:
     lo.add_argument("--seed", type=int, default=0)
     lo.add_argument("--out", required=True, metavar="FILE.json")
     lo.set_defaults(func=cmd_lofit)
+
+    n = hs.add_parser("needles", help="write a seeded needle set as a dataset file for `run --dataset-file`",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    n.add_argument("n", type=int)
+    n.add_argument("--context-words", type=int, default=200)
+    n.add_argument("--depth", type=float)
+    n.add_argument("--digits", type=int, default=6)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--out", required=True, metavar="FILE.jsonl")
+    n.set_defaults(func=cmd_needles)
 
     f = hs.add_parser("figures", help="head heatmaps (retrieval CSV, LoFiT file) and before/after accuracy")
     f.add_argument("--retrieval", nargs="*", default=[], metavar="CSV")
@@ -193,7 +206,7 @@ def cmd_lofit(args) -> int:
         tr, te = lf.split_rows(rows, args.n_train, args.n_test, args.seed)
         train_rows = [rows[i] for i in tr]
         rel = next(r for r in task.local_files if (Path(args.data_dir) / r).resolve() == src.resolve())
-        eval_dir = Path(args.out).with_suffix("").parent / (Path(args.out).stem + "_test_data")
+        eval_dir = Path(args.test_data_dir or Path(args.out).parent / (Path(args.out).stem + "_test_data"))
         (eval_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (eval_dir / rel).write_text("".join(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in te),
                                     encoding="utf-8")
@@ -220,6 +233,16 @@ def cmd_lofit(args) -> int:
           f"wall {res.wall_s}")
     if eval_dir:
         print(f"held-out test sample: {eval_dir} (run --data-dir {eval_dir} --datasets {task.name})")
+    return 0
+
+
+def cmd_needles(args) -> int:
+    from cotbench.heads.probes import needle_probes, probes_to_jsonl
+
+    probes = needle_probes(args.n, args.context_words, args.depth, args.seed, args.digits)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(probes_to_jsonl(probes), encoding="utf-8")
+    print(f"wrote {len(probes)} needles to {args.out} (run it with --dataset-file {args.out} --answer-type number)")
     return 0
 
 

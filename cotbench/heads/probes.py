@@ -113,7 +113,8 @@ def probes_to_jsonl(probes: list[Probe]) -> str:
     """A needle set as a cotbench custom dataset (``--dataset-file X --answer-type number|text``)."""
     lines = []
     for p in probes:
-        lines.append(json.dumps({"id": p.id, "question": p.messages[-1]["content"], "answer": p.answer},
+        question = p.messages[-1]["content"].replace(" Answer with the number only.", "")  # the setting says how
+        lines.append(json.dumps({"id": p.id, "question": question, "answer": p.answer},
                                 ensure_ascii=False))
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,8 @@ OUT=results/heads_smollm2
 RUNS=runs/heads_smollm2
 FIG=results/figures/heads_smollm2
 mkdir -p "$OUT" "$RUNS"
-: > "$OUT/wall_times.txt"
+FROM=${FROM_STEP:-1}  # FROM_STEP=2 resumes after a finished step 1 (run stores resume their generations too)
+[ "$FROM" -gt 1 ] || : > "$OUT/wall_times.txt"
 t() {  # run a command, append its wall time and the command to wall_times.txt
   local s=$SECONDS
   "$@"
@@ -19,7 +20,7 @@ cb() { python -m cotbench "$@"; }
 
 # 1. retrieval scores: 16 needles (150 filler words) and MuSR object-placement items (gold text forced);
 #    overlap of the two head sets; needle accuracy with the top-10 heads vs 10 random heads knocked out
-t cb heads retrieval --needles 16 --context-words 150 --dataset musr/object_placements --data-dir "$DATA" \
+[ "$FROM" -gt 1 ] || t cb heads retrieval --needles 16 --context-words 150 --dataset musr/object_placements --data-dir "$DATA" \
   --limit 4 --top-k 10 --knockout-seeds 2 --out "$OUT/retrieval"
 
 # 2. knockout, direct vs CoT, on a held-out needle set (seed 1): base, top-10 retrieval heads, 10 random heads
@@ -34,7 +35,7 @@ done
 
 # 3. LoFiT on GSM8K: 32 training items and a disjoint seeded test sample of 8, both drawn from the local
 #    test file (the train split is not in the local data); then base vs LoFiT on the test sample
-t cb heads lofit --dataset gsm8k --data-dir "$DATA" --n-train 32 --n-test 8 --seed 0 --k 16 \
+[ "$FROM" -gt 3 ] || t cb heads lofit --dataset gsm8k --data-dir "$DATA" --n-train 32 --n-test 8 --seed 0 --k 16 \
   --steps-select 8 --steps-offset 12 --out "$OUT/lofit_gsm8k.json" --test-data-dir "$RUNS/gsm8k_test_sample"
 for spec in base "lofit:$OUT/lofit_gsm8k.json"; do
   name=${spec%%:*}

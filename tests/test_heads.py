@@ -142,7 +142,7 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def needles():
-    return pr.needle_probes(6, context_words=50, seed=0)
+    return pr.needle_probes(5, context_words=40, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_model_shape_and_attention(loaded, needle_scores):
     assert model_shape(model) == (30, 9, 64)
     mean, per = needle_scores
     assert mean.shape == (30, 9) and mean.max() > 0.5  # some head points at the needle while copying it
-    assert sum(p.copied for p in per) >= 5  # the model copies most short-context needles
+    assert sum(p.copied for p in per) >= 4  # the model copies most short-context needles
 
 
 @pytest.mark.slow
@@ -203,6 +203,8 @@ def test_backend_generates_and_the_intervention_changes_the_request_key(loaded, 
         keys[name] = {r["key"] for r in rows}
         assert {r["model"] for r in rows} == {"smollm2-135m-instruct" + ("+ko2" if iv else "")}
     assert not keys["base"] & keys["ko"]
+    ko.close()  # the harness writes the manifest after closing its backend
+    assert ko.describe()["intervention"]["label"] == "ko2"
 
 
 @pytest.mark.slow

@@ -115,6 +115,7 @@ class TransformersBackend:
         self.model, self.tok = loaded or load_model(model_path, device, dtype)
         self.load_s = time.perf_counter() - t0
         self.device = str(next(self.model.parameters()).device)
+        self.dtype = str(self.model.dtype)  # describe() is also called after close()
         self.intervention = resolve(intervention, *model_shape(self.model))
         base_id = model_id or Path(model_path).name
         fp = self.intervention.fingerprint()
@@ -129,7 +130,7 @@ class TransformersBackend:
         import transformers
 
         return {"backend": self.name, "model_path": self.model_path, "model_sha256_16": self.base_revision,
-                "device": self.device, "dtype": str(self.model.dtype), "load_s": round(self.load_s, 2),
+                "device": self.device, "dtype": self.dtype, "load_s": round(self.load_s, 2),
                 "torch": torch.__version__, "transformers": transformers.__version__,
                 "intervention": self.intervention.describe() if not self.intervention.empty else None}
 

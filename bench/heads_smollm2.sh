@@ -9,7 +9,7 @@ OUT=results/heads_smollm2
 RUNS=runs/heads_smollm2
 FIG=results/figures/heads_smollm2
 mkdir -p "$OUT" "$RUNS"
-FROM=${FROM_STEP:-1}  # FROM_STEP=2 resumes after a finished step 1 (run stores resume their generations too)
+FROM=${FROM_STEP:-1}  # FROM_STEP=N starts at step N (the run stores resume finished generations anyway)
 [ "$FROM" -gt 1 ] || : > "$OUT/wall_times.txt"
 t() {  # run a command, append its wall time and the command to wall_times.txt
   local s=$SECONDS
@@ -24,12 +24,12 @@ cb() { python -m cotbench "$@"; }
   --limit 4 --top-k 10 --knockout-seeds 2 --out "$OUT/retrieval"
 
 # 2. knockout, direct vs CoT, on a held-out needle set (seed 1): base, top-10 retrieval heads, 10 random heads
-t cb heads needles 10 --context-words 150 --seed 1 --out "$RUNS/needles_seed1.jsonl"
+[ "$FROM" -gt 2 ] || t cb heads needles 10 --context-words 150 --seed 1 --out "$RUNS/needles_seed1.jsonl"
 CSV="$OUT/retrieval/retrieval_needle.csv"
 for spec in base "knockout-top:10:$CSV" "knockout-random:10:0:$CSV"; do
   name=${spec%%:*}
   iv=(); [ "$spec" = base ] || iv=(--intervention "$spec")
-  t cb run --backend transformers "${iv[@]}" --dataset-file "$RUNS/needles_seed1.jsonl" --answer-type number \
+  [ "$FROM" -gt 2 ] || t cb run --backend transformers "${iv[@]}" --dataset-file "$RUNS/needles_seed1.jsonl" --answer-type number \
     --settings zs_direct zs_cot --max-tokens-cot 64 --out "$RUNS/needle_$name" --no-progress
 done
 
@@ -40,16 +40,16 @@ done
 for spec in base "lofit:$OUT/lofit_gsm8k.json"; do
   name=${spec%%:*}
   iv=(); [ "$spec" = base ] || iv=(--intervention "$spec")
-  t cb run --backend transformers "${iv[@]}" --datasets gsm8k --data-dir "$RUNS/gsm8k_test_sample" \
+  [ "$FROM" -gt 3 ] || t cb run --backend transformers "${iv[@]}" --datasets gsm8k --data-dir "$RUNS/gsm8k_test_sample" \
     --settings zs_direct zs_cot --max-tokens-cot 128 --out "$RUNS/gsm8k_$name" --no-progress
 done
 
 # 4. analysis and figures (aggregates only are committed: samples quote dataset items)
 t cb analyze "$RUNS"/needle_* --sections gains,heads --out "$OUT/analysis_knockout" > /dev/null
-t cb analyze "$RUNS"/gsm8k_* --sections gains,heads --out "$OUT/analysis_lofit" > /dev/null
+t cb analyze "$RUNS"/gsm8k_{base,lofit} --sections gains,heads --out "$OUT/analysis_lofit" > /dev/null
 t cb heads figures --retrieval "$OUT/retrieval/retrieval_scores.csv" --lofit "$OUT/lofit_gsm8k.json" \
-  --runs "$RUNS"/needle_* "$RUNS"/gsm8k_* --out "$FIG"
-for d in "$RUNS"/needle_* "$RUNS"/gsm8k_*; do
+  --runs "$RUNS"/needle_* "$RUNS"/gsm8k_{base,lofit} --out "$FIG"
+for d in "$RUNS"/needle_* "$RUNS"/gsm8k_{base,lofit}; do
   [ -d "$d" ] || continue
   mkdir -p "$OUT/runs/$(basename "$d")"
   cp "$d/summary.csv" "$d/manifest.json" "$OUT/runs/$(basename "$d")/"

@@ -160,7 +160,7 @@ def test_model_shape_and_attention(loaded, needle_scores):
     _, model, _ = loaded
     assert model_shape(model) == (30, 9, 64)
     mean, per = needle_scores
-    assert mean.shape == (30, 9) and mean.max() > 0.5  # some head points at the needle while copying it
+    assert mean.shape == (30, 9) and mean.max() > 0.75  # some head points at the needle while copying it
     assert sum(p.copied for p in per) >= 4  # the model copies most short-context needles
 
 

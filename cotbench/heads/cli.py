@@ -146,7 +146,7 @@ def cmd_retrieval(args) -> int:
         scores[name] = mean
         frames.append(rt.scores_frame(mean, name, len(probes)))
         summary["sets"][name] = {"n_probes": len(probes), "mode": mode, "wall_s": round(time.perf_counter() - t0, 2),
-                                 "copied": sum(p.copied for p in per),
+                                 "copied": sum(p.copied for p in per) if mode == "generate" else None,
                                  "top_heads": [f"{l}.{h}" for l, h in rt.top_k(mean, args.top_k)]}
         _say(f"{name}: {len(probes)} probes in {summary['sets'][name]['wall_s']}s; top heads "
              f"{', '.join(summary['sets'][name]['top_heads'])}")

@@ -75,7 +75,8 @@ def before_after(run_dirs: list[str | Path], out: Path) -> Path | None:
                 r = g[g["model"] == v].set_index("setting").reindex(settings)
                 x = np.arange(len(settings)) + (i - (len(variants) - 1) / 2) * width
                 label = v.partition("+")[2] or "base"
-                ax.bar(x, r["accuracy"], width, yerr=r["se"], capsize=2, label=label)
+                bars = ax.bar(x, r["accuracy"], width, yerr=r["se"], capsize=2, label=label)
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)  # a zero bar still shows its value
             ax.set_xticks(range(len(settings)))
             ax.set_xticklabels(settings)
             ax.set_ylim(0, 1)

@@ -28,17 +28,17 @@ class ProbeScore:
     span_tokens: int
 
 
-def span_positions(tok, text: str, answer: str) -> tuple[list[int], list[int]]:
-    """Token ids of ``text`` and the positions of tokens overlapping any occurrence of ``answer``."""
+def span_positions(tok, text: str, answer: str) -> tuple[list[int], list[list[int]]]:
+    """Token ids of ``text`` and, for each occurrence of ``answer``, the positions of its tokens."""
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    chars: list[tuple[int, int]] = []
+    groups = []
     start = text.find(answer)
     while start >= 0:
-        chars.append((start, start + len(answer)))
+        end = start + len(answer)
+        groups.append([i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start])
         start = text.find(answer, start + 1)
-    pos = [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and b > s for s, e in chars)]
-    return ids, pos
+    return ids, [g for g in groups if g]
 
 
 def retrieval_hits(argmax: np.ndarray, prompt_ids: list[int], answer_ids: list[int],
@@ -84,13 +84,16 @@ def score_probe(model, tok, probe: Probe, mode: str = "generate", max_new_tokens
 
     ``generate``: the model answers greedily and its own tokens are scored (Wu et al.'s procedure);
     ``gold``: the answer span is teacher-forced (for items a small model would not copy by itself).
+    The score's denominator is the span's length in tokens as it occurs in the context, so a head that
+    points at every copied token scores 1.
     """
     import torch
 
     from cotbench.backends.transformers_local import prompt_text
     from cotbench.heads.intervene import applied
 
-    ids, span = span_positions(tok, prompt_text(tok, probe.messages, probe.prefill), probe.answer)
+    ids, groups = span_positions(tok, prompt_text(tok, probe.messages, probe.prefill), probe.answer)
+    span = sorted({p for g in groups for p in g})
     gold_ids = tok(" " + probe.answer, add_special_tokens=False)["input_ids"]
     if mode == "gold":
         answer = gold_ids
@@ -105,7 +108,7 @@ def score_probe(model, tok, probe: Probe, mode: str = "generate", max_new_tokens
         output = tok.decode(answer, skip_special_tokens=True)
     else:
         raise ValueError(f"mode must be 'generate' or 'gold', got {mode!r}")
-    n_span = max(1, len(gold_ids))
+    n_span = len(groups[0]) if groups else 1  # tokens of the span as the context holds it
     if not span or not answer:
         return ProbeScore(probe.id, np.zeros(_shape(model)), False, output, n_span)
     with applied(model, intervention):

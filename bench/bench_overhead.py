@@ -45,7 +45,7 @@ def one_run(n: int, settings: list[str], data_dir: Path, table: dict[str, str], 
     backend = TableBackend(lambda r: table[r.messages[-1]["content"]])
     with tempfile.TemporaryDirectory(prefix="cotbench-overhead-") as tmp:
         cfg = build_config(None, {"datasets": ["mmlu"], "settings": settings, "limit": n, "data_dir": str(data_dir),
-                                  "out": tmp, "progress": False})
+                                  "out": tmp, "cache": str(Path(tmp) / "store.sqlite"), "progress": False})
         prof = cProfile.Profile() if profile else None
         t0 = time.perf_counter()
         if prof:

@@ -42,7 +42,8 @@ def timed_run(cfg, backend=None) -> tuple[float, dict]:
 
 def workload(name: str, overrides: dict, backend_factory=None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-rerun-{name}-") as tmp:
-        cfg = build_config(None, {**overrides, "out": tmp, "progress": False})
+        cfg = build_config(None, {**overrides, "out": tmp, "cache": str(Path(tmp) / "store.sqlite"),
+                                  "progress": False})
         first_backend = backend_factory() if backend_factory else None
         w1, m1 = timed_run(cfg, first_backend)
         samples1 = (Path(tmp) / "samples.jsonl").read_text()

@@ -131,7 +131,7 @@ def run_cotbench(url: str, n: int, max_tokens: int, concurrency: int, data_dir: 
                                   "out": tmp, "backend": "openai", "base_url": url, "model": f"openai:{DEFAULT_MODEL}",
                                   "concurrency": concurrency, "max_tokens_cot": max_tokens,
                                   "max_tokens_direct": max_tokens, "extra_body": EXTRA, "seed": SEED,
-                                  "progress": False})
+                                  "cache": str(Path(tmp) / "store.sqlite"), "progress": False})
         t0 = time.perf_counter()
         out = run(cfg)
         wall = time.perf_counter() - t0

@@ -9,13 +9,14 @@ import argparse
 import importlib
 import sys
 
-from cotbench.backends.base import BackendError
+from cotbench.backends.base import EXIT_PENDING, BackendError, BackendPending
 
 AREAS = (
     "cotbench.harness_cli",   # run, list, report
     "cotbench.analysis.cli",  # analyze, figures
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
-    "cotbench.heads.cli",     # heads retrieval|lofit|figures
+    "cotbench.batches_cli",   # batches status|collect|cancel
+    "cotbench.heads.cli",     # heads retrieval|lofit|needles|figures
 )
 
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished samples are saved — rerun the same command to resume", file=sys.stderr)
         return 130
+    except BackendPending as e:  # batches submitted, not finished: no summary is written as if complete
+        print(f"pending: {e}", file=sys.stderr)
+        return EXIT_PENDING
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -1,8 +1,10 @@
 """One run, end to end: config -> tasks and data -> backend -> runner -> run directory.
 
-The run directory holds ``samples.jsonl`` (one SampleResult per line), ``summary.csv``, ``manifest.json``
-and the generation store ``store.sqlite``. Outputs are written to a temporary file and renamed, so a
-crash never leaves a half-written file; the store is the unit of truth and outputs are rebuilt from it.
+The run directory holds ``samples.jsonl`` (one SampleResult per line), ``summary.csv`` and
+``manifest.json``. Generations live in a store shared by every run (:func:`default_store_path`, or
+``--cache``), keyed by request, so no configuration change that leaves a request unchanged pays for it
+again. Outputs are written to a temporary file and renamed, so a crash never leaves a half-written
+file; the store is the unit of truth and outputs are rebuilt from it.
 """
 from __future__ import annotations
 
@@ -15,20 +17,21 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from cotbench.backends.base import Backend
-from cotbench.config import QUICK_DATASETS, RunConfig
-from cotbench.models import ModelSpec, resolve_model
+from cotbench.config import QUICK_DATASETS, RunConfig, default_store_path
+from cotbench.models import ModelSpec, model_path, resolve_model
 from cotbench.runner import RunOptions, build_units, execute, score_unit, summarize
 from cotbench.store import Store
 from cotbench.tasks.base import DataError, Task
-from cotbench.types import Example
+from cotbench.types import SCHEMA_VERSION, Example
 
 SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
-                  "mean_tokens_out", "tokens_in", "tokens_out", "accuracy_chance_credit", "cost_usd"]
+                  "mean_tokens_out", "tokens_in", "tokens_out", "context_overflow", "content_filter",
+                  "accuracy_chance_credit", "accuracy_strict", "accuracy_flexible", "cost_usd"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -77,31 +80,42 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
     """Load each task's examples; record where they came from (file + sha256, or hub id + revision)."""
     data, sources = {}, {}
     for t in tasks:
-        if cfg.data_dir:
-            try:
-                data[t] = t.load(cfg.data_dir, cfg.limit)
-            except DataError as e:
-                if not (cfg.skip_missing and "found under data dir" in str(e)):
-                    raise
-                print(f"warning: skipping {t.name}: {e}", file=sys.stderr)
-                sources[t.name] = {"skipped": str(e)}
-                continue
-            src = next((Path(cfg.data_dir or ".") / rel for rel in t.local_files
-                        if (Path(cfg.data_dir or ".") / rel).exists()), None)
-            sources[t.name] = ({"local": str(src), "sha256": file_digest(src)} if src and src.is_file()
-                               else {"local": str(src or cfg.data_dir)})
-        else:
-            data[t] = t.load(None, cfg.limit)
-            sources[t.name] = {"hub": t.hub.path if t.hub else None, "config": t.hub.config if t.hub else None,
-                               "split": t.hub.split if t.hub else None, "revision": t.hub.revision if t.hub else None}
+        try:
+            data[t] = t.load(cfg.data_dir, cfg.limit)
+        except DataError as e:
+            if not (cfg.data_dir and cfg.skip_missing and "found under data dir" in str(e)):
+                raise
+            print(f"warning: skipping {t.name}: {e}", file=sys.stderr)
+            sources[t.name] = {"skipped": str(e)}
+            continue
+        src = t.source(cfg.data_dir)
+        if "local" in src and Path(src["local"]).is_file():
+            src["sha256"] = file_digest(Path(src["local"]))
+        sources[t.name] = src
     return data, sources
+
+
+def inputs_digest(data: dict[Task, list[Example]]) -> str:
+    """A digest of what the model is asked: every loaded example and its task's prompt file. Part of a
+    run's identity instead of the paths the data was read from."""
+    from cotbench.prompts import load_prompt_file
+
+    h = hashlib.sha256()
+    for task, examples in data.items():
+        h.update(json.dumps([task.name, load_prompt_file(task.prompt_file)], sort_keys=True, default=str).encode())
+        for ex in examples:
+            h.update(json.dumps(asdict(ex), sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
     if spec.backend == "llamacpp":
         from cotbench.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(spec.model_id, model_id=spec.name, n_ctx=cfg.n_ctx, seed=cfg.seed)
+        # a GGUF given by path is keyed by its file name (its content is in the revision, a sha256), so
+        # spelling the path another way does not make new requests
+        key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
+        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed)
     if spec.backend == "openai":
         from cotbench.backends.openai_api import OpenAIBackend
 
@@ -119,14 +133,36 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
                            data_parallel_size=cfg.data_parallel_size, seed=cfg.seed,
                            pipeline_parallel_size=cfg.pipeline_parallel_size,
                            distributed_executor_backend=cfg.distributed_executor_backend,
-                           max_model_len=spec.context_length or None)
+                           model_context=spec.context_length or None)
     raise ValueError(f"unknown backend {spec.backend!r}")
 
 
-def default_out(cfg: RunConfig) -> Path:
+def run_identity(cfg: RunConfig, spec: ModelSpec, data: dict[Task, list[Example]]) -> str:
+    """Same outputs, same identity: the config's output-changing fields (with the backend and endpoint
+    as resolved, so spelling out a default changes nothing) and the digest of the inputs."""
+    return replace(cfg, backend=spec.backend, base_url=spec.base_url).hash(inputs_digest(data))
+
+
+def default_out(cfg: RunConfig, identity: str) -> Path:
     """Same command, same directory: that is what makes a plain rerun resume."""
     safe = cfg.model.replace("/", "__").replace(":", "_")
-    return Path("runs") / f"{safe}-{cfg.hash()}"
+    return Path("runs") / f"{safe}-{identity}"
+
+
+def adopt_legacy_store(out: Path, store: Store) -> None:
+    """Run directories made before the store was shared hold their own ``store.sqlite``; copy its
+    generations into the store in use, so resuming such a run pays for nothing it already has."""
+    legacy = out / "store.sqlite"
+    if not legacy.is_file() or legacy.resolve() == store.path.resolve():
+        return
+    try:
+        added = store.import_from(legacy)
+    except OSError as e:
+        print(f"warning: {e}; its generations are not reused", file=sys.stderr)
+        return
+    if added:
+        print(f"note: copied {added} stored generation(s) from {legacy} into the store {store.path}",
+              file=sys.stderr)
 
 
 def package_versions() -> dict[str, str]:
@@ -172,15 +208,21 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     spec = resolve_model(cfg.model, cfg.backend, cfg.base_url)
     tasks = resolve_tasks(cfg)
     data, sources = load_data(tasks, cfg)
-    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    identity = run_identity(cfg, spec, data)
+    out = Path(cfg.out) if cfg.out else default_out(cfg, identity)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"cannot create output directory {out}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK):
         raise OSError(f"output directory {out} is not writable")
-    store = Store(Path(cfg.cache) if cfg.cache else out / "store.sqlite")
+    store = Store(Path(cfg.cache) if cfg.cache else default_store_path())
+    adopt_legacy_store(out, store)
     own_backend = backend is None
+    if backend is None and cfg.batch_api:
+        from cotbench.backends.openai_batch import make_batch_backend
+
+        backend = make_batch_backend(spec, cfg, store.path)
     backend = backend or make_backend(spec, cfg)
     # rows of an intervened model are labelled BASE+LABEL (the transformers backend's model_id)
     label = backend.model_id if cfg.intervention else spec.name
@@ -196,6 +238,8 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     from cotbench.progress import Progress
 
     with Progress(enabled=cfg.progress, console=console) as prog:
+        if hasattr(backend, "progress"):  # batch APIs report batches, not single calls
+            backend.progress = prog.batches
         try:
             stats = execute(units, backend, store, opts, progress=prog.update, judge=judge_backend)
         finally:
@@ -205,12 +249,18 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
                 judge_backend.close()
             store.close()
     rows = [score_unit(u, opts.model_name) for u in units]
-    lines = summarize(rows, cfg.price_in if cfg.price_in is not None else spec.price_in,
-                      cfg.price_out if cfg.price_out is not None else spec.price_out, cfg.chance_credit)
+    price_in = cfg.price_in if cfg.price_in is not None else spec.price_in
+    price_out = cfg.price_out if cfg.price_out is not None else spec.price_out
+    if cfg.batch_api:  # the provider's batch price (discount factor from the model registry)
+        from cotbench.backends.openai_batch import batch_prices
+
+        price_in, price_out = batch_prices(spec.batch_discount, price_in, price_out)
+    lines = summarize(rows, price_in, price_out, cfg.chance_credit)
     atomic_write(out / "samples.jsonl", samples_jsonl(rows))
     atomic_write(out / "summary.csv", summary_csv(lines))
     manifest = {
-        "config": asdict(cfg), "config_hash": cfg.hash(), "model": asdict(spec) | {"model_id": spec.model_id},
+        "schema_version": SCHEMA_VERSION, "store": str(store.path.resolve()),
+        "config": asdict(cfg), "config_hash": identity, "model": asdict(spec) | {"model_id": spec.model_id},
         "backend": backend.describe(), "backend_stats": asdict(backend.stats), "run_stats": asdict(stats),
         "judge": (judge_backend.describe() | {"model": cfg.judge_model}) if judge_backend else
                  ({"model": spec.name, "note": "the evaluated model judged itself"}

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from cotbench.config import QUICK_DATASETS, RunConfig, build_config
-from cotbench.settings import CORE_SETTINGS, SETTINGS
+from cotbench.config import QUICK_DATASETS, RunConfig, build_config, default_store_path
+from cotbench.settings import SETTINGS
 from cotbench.tasks.base import HubUnavailable
 
 QUICK_LIMIT = 5
@@ -20,52 +20,66 @@ See `python -m cotbench list models` / `list datasets`, and `python -m cotbench 
 
 
 def add_run_parser(sub) -> None:
+    d = RunConfig()  # the defaults a flag left out takes; each help line states its real one, once
+
+    def default(value) -> str:
+        return " ".join(value) if isinstance(value, list) else str(value)
+
     p = sub.add_parser("run", help="run models directly and with CoT over datasets",
                        description="Prompt a model directly and with chain-of-thought, zero- and few-shot. With no "
-                                   "arguments: a quick suite (embedded model, gsm8k + mmlu, 5 items each).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "arguments: a quick suite (embedded model, gsm8k + mmlu, 5 items each).")
     a = p.add_argument
     a("--config", help="YAML file with the same options as these flags (flags win)")
-    a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME; default: the embedded "
-                      "SmolLM2-135M-Instruct")
+    a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME (default: "
+                      f"{d.model}, the embedded SmolLM2-135M-Instruct)")
     a("--backend", choices=["llamacpp", "openai", "vllm", "transformers"],
       help="override the backend implied by the model (transformers: in-process, needs cotbench[heads])")
     a("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    a("--datasets", nargs="+", help="dataset names (see `list datasets`), sub-task names, or 'all'")
+    a("--datasets", nargs="+", help="dataset names (see `list datasets`), sub-task names, or 'all' "
+                                    f"(default: {default(d.datasets)})")
     a("--dataset-file", help="your own JSONL: question, optional choices, answer")
     a("--answer-type", choices=["choice", "number", "boolean", "text"], help="answer type of --dataset-file")
-    a("--settings", nargs="+", help=f"settings: {', '.join(SETTINGS)}; default: {' '.join(CORE_SETTINGS)}")
-    a("--limit", type=int, help="first N items of each dataset")
+    a("--settings", nargs="+", help=f"settings: {', '.join(SETTINGS)} (default: {default(d.settings)})")
+    a("--limit", type=int, help="first N items of each dataset (default: all)")
     a("--skip-missing", action="store_true", default=None,
       help="skip datasets whose local files are absent instead of stopping (implied by --datasets all)")
     a("--data-dir", help="local mirror in the hub schema (default: the Hugging Face hub; env COTBENCH_DATA_DIR)")
-    a("--out", help="run directory (default: runs/<model>-<config hash>; the same command resumes there)")
-    a("--cache", help="generation store to use (default: OUT/store.sqlite); share one across runs to reuse calls")
-    a("--seed", type=int, help="sampling seed (default 0)")
-    a("--temperature", type=float, help="default 0 (greedy)")
-    a("--top-p", type=float)
-    a("--samples", type=int, help="generations per item (default 1)")
+    a("--out", help="run directory (default: runs/<model>-<run identity>; the same command resumes there)")
+    a("--cache", help="generation store (default: $XDG_CACHE_HOME/cotbench/generations.sqlite, i.e. "
+                      f"{default_store_path()}), shared by every run")
+    a("--seed", type=int, help=f"sampling seed (default: {d.seed})")
+    a("--temperature", type=float, help=f"default: {d.temperature} (greedy)")
+    a("--top-p", type=float, help=f"default: {d.top_p}")
+    a("--samples", type=int, help=f"generations per item (default: {d.samples})")
     a("--max-tokens-direct", type=int, help="override every task's direct-answer token budget")
     a("--max-tokens-cot", type=int, help="override every task's CoT token budget")
-    a("--fewshot-k", type=int, help="use only the first k exemplars")
+    a("--fewshot-k", type=int, help="use only the first k exemplars (default: all)")
     a("--chance-credit", action="store_true", default=None,
       help="also report accuracy with 1/n_choices credit for unparseable multiple-choice answers (the study's rule)")
-    a("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
-    a("--timeout", type=float, help="openai backend: per-request timeout in seconds (default 120)")
-    a("--max-retries", type=int, help="openai backend: retries on 429/5xx/timeouts/drops (default 6)")
-    a("--n-ctx", type=int, help="llamacpp backend: context window (default 4096)")
-    a("--tensor-parallel-size", type=int, help="vllm: GPUs per model replica")
-    a("--data-parallel-size", type=int, help="vllm: model replicas, each on its own GPUs")
-    a("--pipeline-parallel-size", type=int, help="vllm: pipeline stages (multi-node with ray)")
+    a("--concurrency", type=int, help=f"openai backend: requests in flight (default: {d.concurrency})")
+    a("--timeout", type=float, help=f"openai backend: per-request timeout in seconds (default: {d.timeout:g})")
+    a("--max-retries", type=int, help=f"openai backend: retries on 429/5xx/timeouts/drops (default: {d.max_retries})")
+    a("--n-ctx", type=int, help=f"llamacpp backend: context window (default: {d.n_ctx})")
+    a("--tensor-parallel-size", type=int, help=f"vllm: GPUs per model replica (default: {d.tensor_parallel_size})")
+    a("--data-parallel-size", type=int,
+      help=f"vllm: model replicas, each on its own GPUs (default: {d.data_parallel_size})")
+    a("--pipeline-parallel-size", type=int,
+      help=f"vllm: pipeline stages (multi-node with ray) (default: {d.pipeline_parallel_size})")
     a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
     a("--extra-body", type=json.loads, help="openai backend: JSON of extra sampling fields, e.g. "
                                              "'{\"repeat_penalty\": 1.0}' for llama_cpp.server (whose default is 1.1)")
     a("--intervention", help="transformers backend: head edits, e.g. knockout:3.1,5.0 | knockout-top:K:CSV | "
                              "knockout-random:K:SEED[:CSV] | lofit:FILE (join with +); part of the request key")
-    a("--judge-model", help="model that grades open-ended answers (BiGGen Bench); default: the evaluated model")
+    a("--judge-model", help="model that grades open-ended answers (BiGGen Bench) (default: the evaluated model)")
     a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
     a("--price-out", type=float, help="USD per 1M output tokens")
-    a("--no-progress", dest="progress", action="store_false", default=None)
+    a("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    a("--batch-api", action="store_true", default=None,
+      help="openai backend: send the run through the provider's batch API (about half price, results within "
+           "24 h); batches are recorded in the store and a rerun collects them (see `cotbench batches`)")
+    a("--no-wait", dest="wait", action="store_false", default=None,
+      help="with --batch-api: return once the batches are submitted (exit code 75) instead of waiting")
+    a("--batch-poll", type=float, help="with --batch-api: seconds between status checks while waiting (default 30)")
     p.set_defaults(func=cmd_run)
 
 

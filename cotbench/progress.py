@@ -14,6 +14,10 @@ class Progress:
         self._t0 = time.perf_counter()
         self._last_line = 0.0
         self._tokens0 = 0
+        self._batch_task = None
+        self._batch_total = 0
+        self._batch_t0: float | None = None
+        self._batch_line = 0.0
 
     def __enter__(self) -> "Progress":
         if self.enabled and sys.stderr.isatty():
@@ -46,3 +50,29 @@ class Progress:
             self._last_line = time.perf_counter()
             eta = (total - done) * dt / max(stats.calls_made, 1) if stats.calls_made else float("nan")
             print(f"[cotbench] {desc}: {done}/{total} calls, {rate}, eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def batches(self, ended: int, total: int, requests_ended: int, requests: int) -> None:
+        """Provider batches being waited for: a bar over their requests (whose ETA rich estimates from the
+        rate so far), or a line every 30 s with the same figures."""
+        if not self.enabled:
+            return
+        desc = f"batches {ended}/{total} ended"
+        if self._bar is not None:
+            if self._batch_task is not None and self._batch_total != requests:
+                self._bar.remove_task(self._batch_task)  # a new round's batches: a fresh bar and ETA
+                self._batch_task = None
+            if self._batch_task is None:
+                self._batch_task = self._bar.add_task(desc, total=max(requests, 1), rate="")
+                self._batch_total = requests
+            self._bar.update(self._batch_task, completed=requests_ended, total=max(requests, 1), description=desc)
+            return
+        now = time.perf_counter()
+        if self._batch_t0 is None:
+            self._batch_t0 = now
+        if now - self._batch_line < 30 and ended < total:
+            return
+        self._batch_line = now
+        dt = now - self._batch_t0
+        eta = f"{(requests - requests_ended) * dt / requests_ended:.0f}s" if requests_ended else "unknown"
+        print(f"[cotbench] {desc}, {requests_ended}/{requests} requests answered, eta {eta}",
+              file=sys.stderr, flush=True)

@@ -37,12 +37,22 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
     console = console or _console()
     rows = read_summary(run_dir)
     t = Table(title=f"cotbench run: {run_dir}")
-    for col in ("model", "dataset", "setting", "n", "accuracy", "se", "unparseable", "tokens out/item"):
+    # accuracy under the strict / flexible extractors, where the run stored them (older runs did not)
+    roles = [k for k in ("accuracy_strict", "accuracy_flexible") if any(r.get(k) for r in rows)]
+    for col in ("model", "dataset", "setting", "n", "accuracy", "se", *(k.split("_")[1] for k in roles),
+                "unparseable", "tokens out/item"):
         t.add_column(col, justify="right" if col not in ("model", "dataset", "setting") else "left")
     for r in rows:
+        by_role = [f"{100 * float(r[k]):.1f}" if r.get(k) else "-" for k in roles]
         t.add_row(r["model"], r["dataset"], r["setting"], r["n"], f"{100 * float(r['accuracy']):.1f}",
-                  f"{100 * float(r['se']):.1f}", f"{100 * float(r['unparseable_rate']):.1f}%", r["mean_tokens_out"])
+                  f"{100 * float(r['se']):.1f}", *by_role, f"{100 * float(r['unparseable_rate']):.1f}%",
+                  r["mean_tokens_out"])
     console.print(t)
+    for reason, what in (("context_overflow", "prompt longer than the model's context"),
+                         ("content_filter", "rejected by a content filter")):
+        n = sum(int(r.get(reason) or 0) for r in rows)
+        if n:
+            console.print(f"{n} sample(s) scored wrong with no answer: {what} ({reason}; see samples.jsonl)")
     gains = cot_gains(rows)
     if gains:
         g = Table(title="CoT gain (points, CoT − direct)")

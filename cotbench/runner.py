@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from cotbench.backends.base import Backend
-from cotbench.extract import extract_answer, score
+from cotbench.extract import default_extractor, extract_all, score
 from cotbench.prompts import load_prompt_file, render
 from cotbench.settings import Setting, get_setting
 from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate, judged
 from cotbench.store import Store
 from cotbench.tasks.base import Task
-from cotbench.types import Example, GenParams, Request, Response, SampleResult
+from cotbench.types import Example, Extraction, GenParams, Request, Response, SampleResult
 
 
 @dataclass
@@ -85,7 +85,8 @@ def make_solver(task: Task, setting: Setting, example: Example, opts: RunOptions
     from cotbench.solvers.plan import plan_solver  # plan/execute/tool conditions (Sec. 5)
 
     overrides = {"plan": opts.max_tokens_cot, "plan_cot": opts.max_tokens_cot, "plan_direct": opts.max_tokens_direct}
-    return plan_solver(example, setting.name, None, task, max_tokens=overrides)
+    # the task's prompt file may name or inline its own plan spec (``plan:``); else the dataset's default
+    return plan_solver(example, setting.name, load_prompt_file(task.prompt_file), task, max_tokens=overrides)
 
 
 def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts: RunOptions) -> list[Unit]:
@@ -122,6 +123,11 @@ def _advance(unit: Unit, resp: Response | None) -> None:
         unit.pending, unit.output = None, stop.value
 
 
+# Per-item refusals a backend reports as outcomes (empty text, scored wrong). They depend on how the server
+# is set up (its context size), which no request key holds, so they are not stored: a rerun asks again,
+# which costs nothing billable, and gets an answer once the context is large enough.
+REFUSALS = ("context_overflow", "content_filter")
+
 ProgressFn = Callable[[str, int, int, RunStats], None]  # (phase, done, total, stats)
 
 
@@ -152,7 +158,8 @@ def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
 
         def on_result(req: Request, resp: Response) -> None:
             nonlocal done
-            store.put(req, resp)  # committed before it counts as done
+            if resp.finish_reason not in REFUSALS:
+                store.put(req, resp)  # committed before it counts as done
             have[req.key] = resp
             done += 1
             stats.calls_made += 1
@@ -186,9 +193,15 @@ def score_unit(u: Unit, model_name: str) -> SampleResult:
     """Extract and score one finished unit (pure given the unit)."""
     out = u.output
     ex = u.example
-    extraction = out.extraction if out.extraction is not None else extract_answer(out.text, ex, u.task.labels)
-    correct = score(ex, extraction)
     last = u.calls[-1] if u.calls else {}
+    finish = last.get("finish_reason")  # the backend knows whether the text was cut off
+    if out.extraction is not None:  # the solver computed the answer (tool run, judge verdict)
+        extraction, extractions = out.extraction, {}
+    else:
+        extractions = extract_all(out.text, ex, u.task.labels, finish)
+        chosen = extractions[default_extractor(ex)]
+        extraction = Extraction(chosen["answer"], chosen["method"])
+    correct = score(ex, extraction)
     extra = dict(out.extra)
     if len(u.calls) > 1:
         extra["calls"] = u.calls
@@ -199,9 +212,21 @@ def score_unit(u: Unit, model_name: str) -> SampleResult:
         extract_method=extraction.method, parse_status="ok" if extraction.parsed else "unparseable",
         gold=ex.gold, correct=bool(correct), tokens_in=_sum([c["tokens_in"] for c in u.calls]),
         tokens_out=_sum([c["tokens_out"] for c in u.calls]), latency_s=_sum([c["latency_s"] for c in u.calls]),
-        finish_reason=last.get("finish_reason"), question=ex.question,
+        finish_reason=finish, question=ex.question,
         choices=list(ex.choices) if ex.choices else None, metadata=dict(ex.metadata), extra=extra,
+        extractions=extractions,
     )
+
+
+def _role_verdict(r: SampleResult, role: str) -> bool | None:
+    """The verdict of the extractor playing ``role`` for this sample, None if it has none (tool/judge answers)."""
+    return next((bool(e["correct"]) for e in (r.extractions or {}).values() if e.get("role") == role), None)
+
+
+def refusal(r: SampleResult) -> str | None:
+    """The refusal behind a row, if any of its calls was refused (a plan's first call included)."""
+    reasons = [c.get("finish_reason") for c in r.extra.get("calls", [])] + [r.finish_reason]
+    return next((x for x in reasons if x in REFUSALS), None)
 
 
 def summarize(rows: list[SampleResult], price_in: float | None = None, price_out: float | None = None,
@@ -221,7 +246,15 @@ def summarize(rows: list[SampleResult], price_in: float | None = None, price_out
             "accuracy": round(acc, 6), "se": round(math.sqrt(acc * (1 - acc) / n), 6),
             "unparseable_rate": round(sum(r.parse_status == "unparseable" for r in rs) / n, 6),
             "mean_tokens_out": round(tout / n, 2), "tokens_in": tin, "tokens_out": tout,
+            "context_overflow": sum(refusal(r) == "context_overflow" for r in rs),
         }
+        for role in ("strict", "flexible"):  # the same responses read by the other extractors
+            if any(_role_verdict(r, role) is not None for r in rs):
+                hits = [_role_verdict(r, role) for r in rs]
+                line[f"accuracy_{role}"] = round(sum(r.correct if h is None else h for r, h in zip(rs, hits)) / n, 6)
+        filtered = sum(refusal(r) == "content_filter" for r in rs)
+        if filtered:
+            line["content_filter"] = filtered
         if chance_credit:
             credit = sum(1.0 if r.correct else (1.0 / len(r.choices) if r.parse_status == "unparseable" and r.choices else 0.0)
                          for r in rs)

@@ -4,6 +4,11 @@ Append-only: a key is written once (``INSERT OR IGNORE``), so a resumed run can 
 sample, and each insert is committed before the runner counts the sample done, so a crash (even
 SIGKILL) loses at most the calls in flight. ``synchronous=NORMAL`` in WAL mode is durable against
 process crashes; pass ``durable=True`` for ``FULL`` (also against power loss, slower).
+
+One store is shared by every run by default (:func:`cotbench.config.default_store_path`), so several
+processes may write to it at once: WAL lets readers and one writer proceed together, and a busy timeout
+(set before anything else touches the file) makes a writer wait for another's transaction rather than fail.
+Per-item refusals (a prompt over the context) are not stored; see :data:`cotbench.runner.REFUSALS`.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ CREATE TABLE IF NOT EXISTS generations (
 """
 
 
+BUSY_TIMEOUT_S = 60.0
+
+
 def _plain(obj: Any) -> Any:
     """A dataclass as a dict of its fields, nested dataclasses included: the same JSON as ``asdict`` gives
     for our records (tuples, dicts and scalars), without its deep copy, which dominated ``put``."""
@@ -41,10 +49,11 @@ class Store:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_S)
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(SCHEMA)
         except (sqlite3.DatabaseError, OSError) as e:
             raise OSError(f"cannot open the store {self.path}: {e}") from None
@@ -71,6 +80,22 @@ class Store:
         except sqlite3.OperationalError as e:  # disk full, read-only file system, locked …
             raise OSError(f"cannot write to the store {self.path}: {e}") from None
         self.writes += 1
+
+    def import_from(self, other: str | Path) -> int:
+        """Copy the generations of another store file that this one lacks; returns how many were added."""
+        before = self.count()
+        try:
+            self._db.execute("ATTACH DATABASE ? AS other", (Path(other).resolve().as_uri() + "?mode=ro",))
+        except sqlite3.DatabaseError as e:
+            raise OSError(f"cannot open the store {other}: {e}") from None
+        try:
+            self._db.execute("INSERT OR IGNORE INTO generations SELECT key, model, backend, request, response, "
+                             "created_at FROM other.generations")
+        except sqlite3.DatabaseError as e:
+            raise OSError(f"cannot copy generations from {other} into {self.path}: {e}") from None
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return self.count() - before
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]

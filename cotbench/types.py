@@ -12,6 +12,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+# Version of the files a run writes (each samples.jsonl row's "schema_version", manifest.json's
+# "schema_version"). Readers refuse a newer version than they know, rather than misreading it; files
+# written before versioning carry none and read as version 1.
+SCHEMA_VERSION = 1
+
 AnswerType = Literal["choice", "number", "math", "label", "text", "judge"]
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -129,6 +134,11 @@ class SampleResult:
     choices: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. plan text, tool outcome
+    # every applicable extractor's reading: name -> {answer, method, correct, role}; `correct` above is the
+    # "default" one. Empty when the answer did not come from text (tool, judge) and in rows written before it.
+    extractions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: no nested dataclasses
+        row = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: no nested dataclasses
+        row["schema_version"] = SCHEMA_VERSION
+        return row

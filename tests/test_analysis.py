@@ -87,17 +87,67 @@ def test_load_reads_run_and_names_bad_input(tmp_path):
         load_run(bad)
 
 
-def test_load_runs_deduplicates_resumed_samples(tmp_path):
+def test_a_sample_in_two_runs_is_an_error_naming_both(tmp_path):
+    """Nothing is merged silently: before, the later run's row replaced the earlier one without a word."""
     a = write_run(tmp_path / "a", paired_rows(DIRECT, COT))
-    flipped = [sample("m", "ds", "knowledge", "zs_cot", 9, True)]  # item 9 re-answered in a later run
+    flipped = [sample("m", "ds", "knowledge", "zs_cot", 9, True)]  # item 9 answered again in another run
     b = write_run(tmp_path / "b", flipped)
-    df = load_runs([a, b])
-    assert len(df) == 20
-    assert df[(df.example_id == "9") & (df.setting == "zs_cot")]["correct"].item() is True
-    # a resumed run that appended the same sample to its own file
-    c = write_run(tmp_path / "c", paired_rows(DIRECT, COT) + flipped)
-    one = load_run(c)
-    assert len(one) == 20 and gains.gains(one).iloc[0]["acc_cot"] == pytest.approx(0.8)
+    with pytest.raises(DataError, match=rf"1 sample\(s\) appear in more than one run.*example_id='9'.*{a} and {b}"):
+        load_runs([a, b])
+    with pytest.raises(DataError, match="more than one run"):
+        load_runs([a, a])  # the same run given twice
+    other = write_run(tmp_path / "other", [sample("m2", "ds", "knowledge", "zs_cot", 9, True)])
+    assert len(load_runs([a, other])) == 21  # another model's rows are no conflict: both count
+
+
+def test_a_sample_twice_in_one_file_is_an_error(tmp_path):
+    c = write_run(tmp_path / "c", paired_rows(DIRECT, COT) + [sample("m", "ds", "knowledge", "zs_cot", 9, True)])
+    with pytest.raises(DataError, match=r"samples.jsonl: line 21: sample .*example_id='9'.* already at line 20"):
+        load_run(c)
+
+
+def test_summary_and_samples_must_agree_on_n(tmp_path):
+    run = write_run(tmp_path / "r", paired_rows(DIRECT, COT))
+    (run / "summary.csv").write_text("model,dataset,setting,n,accuracy\nm,ds,zs_direct,10,0.4\nm,ds,zs_cot,10,0.7\n")
+    assert len(load_run(run)) == 20
+    (run / "summary.csv").write_text("model,dataset,setting,n,accuracy\nm,ds,zs_direct,12,0.4\nm,ds,zs_cot,10,0.7\n")
+    with pytest.raises(DataError, match=r"summary.csv: disagrees with samples.jsonl \(m/ds/zs_direct: n=12 in "
+                                         r"summary.csv, 10 in samples.jsonl\)"):
+        load_run(run)
+
+
+def test_schema_versions_are_checked(tmp_path):
+    from cotbench.types import SCHEMA_VERSION
+
+    rows = [dict(r, schema_version=SCHEMA_VERSION) for r in paired_rows(DIRECT, COT)]
+    run = write_run(tmp_path / "r", rows)
+    assert len(load_run(run)) == 20  # current version; write_run's rows without the field read as version 1
+    rows[3]["schema_version"] = SCHEMA_VERSION + 1
+    write_run(run, rows)
+    with pytest.raises(DataError, match=rf"samples.jsonl: line 4: written with schema version {SCHEMA_VERSION + 1}"):
+        load_run(run)
+    write_run(run, paired_rows(DIRECT, COT))
+    (run / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(DataError, match="manifest.json: written with schema version"):
+        load_run(run)
+
+
+def test_a_run_written_by_the_harness_reads_back(tmp_path):
+    """samples.jsonl and manifest.json carry the schema version, and the analyzer accepts them."""
+    from cotbench.backends.table import TableBackend
+    from cotbench.config import build_config
+    from cotbench.harness import run
+    from cotbench.types import SCHEMA_VERSION
+
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(4)))
+    out = run(build_config(None, {"dataset_file": str(f), "answer_type": "number", "out": str(tmp_path / "run"),
+                                  "settings": ["zs_direct", "zs_cot"], "progress": False}),
+              backend=TableBackend(lambda r: "The answer is 2."))
+    assert json.loads((out / "manifest.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert all(json.loads(x)["schema_version"] == SCHEMA_VERSION for x in (out / "samples.jsonl").open())
+    df = load_run(out)
+    assert len(df) == 8 and "schema_version" not in df.columns
 
 
 # ---------------------------------------------------------------- gains
@@ -497,3 +547,70 @@ def test_cli_figures_and_published(tmp_path, capsys):
     assert obj["gains"][0]["n"] == 3
     assert {r["setting"]: r["n_disagree"] for r in obj["published_summary"]} == {"zs_cot": 1, "zs_direct": 0}
     assert main(["published", "--model", "o/m", "--config", "mmlu", "csqa", "--file", str(f), "--out", str(pub_dir)]) == 2
+
+
+# ---------------------------------------------------------------- per-extractor accuracy and gain
+
+def _ext(strict, default, flexible):
+    return {"x_strict": {"answer": "A" if strict else None, "method": "t", "correct": strict, "role": "strict"},
+            "x": {"answer": "A", "method": "t", "correct": default, "role": "default"},
+            "x_flexible": {"answer": "A", "method": "t", "correct": flexible, "role": "flexible"}}
+
+
+def test_extractor_gains_side_by_side_by_hand():
+    from cotbench.analysis import extractors
+
+    rows = []
+    for i in range(4):  # direct: right under every extractor on items 0, 1
+        rows.append({**sample(setting="zs_direct", example_id=i, correct=i < 2), "extractions": _ext(i < 2, i < 2, i < 2)})
+    # CoT: strict reads 1 item right, default 2, flexible 3 (the rest stay unparseable for strict)
+    for i in range(4):
+        rows.append({**sample(setting="zs_cot", example_id=i, correct=i < 2),
+                     "extractions": _ext(i < 1, i < 2, i < 3)})
+    v = extractors.verdicts(table(rows))
+    assert set(v["verdicts"]) == {"stored"}
+    acc = extractors.accuracy_table(v).set_index("setting")
+    assert acc.loc["zs_cot", ["acc_strict", "acc_default", "acc_flexible"]].tolist() == [0.25, 0.5, 0.75]
+    assert acc.loc["zs_cot", "unparseable_strict"] == 0.75 and acc.loc["zs_cot", "verdicts"] == "stored"
+    (g,) = extractors.gains_table(v, ("zs",)).to_dict("records")
+    assert (g["gain_strict"], g["gain_default"], g["gain_flexible"]) == (-0.25, 0.0, 0.25)
+    assert g["gain_spread"] == 0.5 and g["acc_cot_flexible"] == 0.75 and g["n"] == 4
+    # the default column is exactly the ordinary gains table
+    assert g["gain_default"] == gains.gains(table(rows), ("zs",))["gain"].iloc[0]
+
+
+def test_old_rows_are_reextracted_or_reported_as_default_only(tmp_path):
+    from cotbench.analysis import extractors
+
+    # rows written before `extractions` existed (no such key in the JSON line)
+    old = [sample(dataset="gsm8k", setting="zs_cot", example_id=0, correct=False, gold="18",
+                  response="She makes 9 * 2 = $18.\nA: 18"),  # the old default missed the "A: N" ending
+           sample(dataset="unknown_ds", setting="zs_cot", example_id=1, correct=True, response="The answer is A")]
+    for r in old:
+        r.pop("extractions")
+    df = load_run(write_run(tmp_path / "old", old))
+    assert df["extractions"].tolist() == [{}, {}]
+    v = extractors.verdicts(df).set_index("dataset")
+    assert v.loc["gsm8k", "verdicts"] == "re-extracted"
+    # strict and flexible are read again; the default column stays the stored verdict (as in every other table)
+    assert v.loc["gsm8k", ["correct_strict", "correct_default", "correct_flexible"]].tolist() == [False, False, True]
+    assert v.loc["unknown_ds", "verdicts"] == "default only"
+    assert v.loc["unknown_ds", ["correct_strict", "correct_default", "correct_flexible"]].tolist() == [True] * 3
+
+
+def test_bad_extractions_field_is_named(tmp_path):
+    row = {**sample(), "extractions": ["not", "an", "object"]}
+    with pytest.raises(DataError, match="line 1: field 'extractions'"):
+        load_run(write_run(tmp_path / "bad", [row]))
+
+
+def test_cli_reports_extractor_tables(tmp_path, capsys):
+    rows = [{**r, "extractions": _ext(r["correct"], r["correct"], True)} for r in paired_rows(DIRECT, COT)]
+    run = write_run(tmp_path / "run", rows)
+    assert main(["analyze", str(run), "--format", "json", "--sections", "extractors"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (g,) = out["extractor_gains"]
+    assert g["gain_default"] == pytest.approx(0.3) and g["gain_flexible"] == 0.0
+    assert {r["verdicts"] for r in out["extractor_accuracy"]} == {"stored"}
+    assert main(["analyze", str(run), "--sections", "extractors", "--out", str(tmp_path / "o")]) == 0
+    assert "gain_spread" in (tmp_path / "o" / "extractor_gains.csv").read_text()

@@ -46,11 +46,12 @@ def snapshot(run_dir: Path) -> dict:
 
 
 @pytest.fixture
-def earlier_run(hf_data, tmp_path) -> tuple[Path, dict]:
-    """A finished run (zero-latency table backend on real GSM8K rows) that later bad commands must not touch."""
+def earlier_run(tiny_data, tmp_path) -> tuple[Path, dict]:
+    """A finished run (zero-latency table backend on GSM8K rows) that later bad commands must not touch; its
+    store is in its directory, so the snapshot covers it."""
     out = tmp_path / "run"
-    cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": 3, "data_dir": str(hf_data),
-                              "out": str(out), "progress": False})
+    cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": 3, "data_dir": str(tiny_data),
+                              "out": str(out), "cache": str(out / "store.sqlite"), "progress": False})
     run(cfg, backend=TableBackend(lambda r: "The answer is 18."))
     snap = snapshot(out)
     assert {"samples.jsonl", "summary.csv", "manifest.json"} <= set(snap) and len(snap["store_rows"]) == 3
@@ -66,8 +67,8 @@ def mirror(tmp_path: Path, rel: str, lines: list[str]) -> Path:
     return root
 
 
-def real_lines(hf_data: Path, rel: str, n: int) -> list[str]:
-    with open(hf_data / rel, encoding="utf-8") as f:
+def mirror_lines(tiny_data: Path, rel: str, n: int) -> list[str]:
+    with open(tiny_data / rel, encoding="utf-8") as f:
         return [next(f).rstrip("\n") for _ in range(n)]
 
 
@@ -75,28 +76,28 @@ def run_args(out: Path, *extra: str) -> list[str]:
     return ["run", "--settings", "zs_direct", "--no-progress", "--out", str(out), *extra]
 
 
-def test_malformed_dataset_row_names_file_row_and_field(earlier_run, hf_data, tmp_path):
+def test_malformed_dataset_row_names_file_row_and_field(earlier_run, tiny_data, tmp_path):
     out, snap = earlier_run
-    lines = real_lines(hf_data, "gsm8k/test.jsonl", 3) + [json.dumps({"question": "What is 2+2?", "solution": "4"})]
+    lines = mirror_lines(tiny_data, "gsm8k/test.jsonl", 3) + [json.dumps({"question": "What is 2+2?", "solution": "4"})]
     root = mirror(tmp_path, "gsm8k/test.jsonl", lines)
     p = cli(*run_args(out, "--datasets", "gsm8k", "--data-dir", str(root)))
-    assert_user_error(p, str(root / "gsm8k" / "test.jsonl"), "row 4", "'answer'")
+    assert_user_error(p, str(root / "gsm8k" / "test.jsonl"), "line 4", "'answer'")
     assert snapshot(out) == snap
 
 
-def test_gsm8k_answer_without_final_number(earlier_run, hf_data, tmp_path):
+def test_gsm8k_answer_without_final_number(earlier_run, tiny_data, tmp_path):
     out, snap = earlier_run
-    row = json.loads(real_lines(hf_data, "gsm8k/test.jsonl", 1)[0])
+    row = json.loads(mirror_lines(tiny_data, "gsm8k/test.jsonl", 1)[0])
     row["answer"] = row["answer"].split("####")[0]  # worked solution kept, final '#### N' cut off
-    root = mirror(tmp_path, "gsm8k/test.jsonl", real_lines(hf_data, "gsm8k/test.jsonl", 1) + [json.dumps(row)])
+    root = mirror(tmp_path, "gsm8k/test.jsonl", mirror_lines(tiny_data, "gsm8k/test.jsonl", 1) + [json.dumps(row)])
     p = cli(*run_args(out, "--datasets", "gsm8k", "--data-dir", str(root)))
-    assert_user_error(p, "gsm8k/test.jsonl", "row 2", "'answer'", "####")
+    assert_user_error(p, "gsm8k/test.jsonl", "line 2", "'answer'", "####")
     assert snapshot(out) == snap
 
 
-def test_truncated_jsonl_names_the_line(earlier_run, hf_data, tmp_path):
+def test_truncated_jsonl_names_the_line(earlier_run, tiny_data, tmp_path):
     out, snap = earlier_run
-    lines = real_lines(hf_data, "gsm8k/test.jsonl", 4)
+    lines = mirror_lines(tiny_data, "gsm8k/test.jsonl", 4)
     lines[3] = lines[3][: len(lines[3]) // 2]  # a download cut off mid-line
     root = mirror(tmp_path, "gsm8k/test.jsonl", lines)
     p = cli(*run_args(out, "--datasets", "gsm8k", "--data-dir", str(root), "--limit", "2"))
@@ -104,15 +105,15 @@ def test_truncated_jsonl_names_the_line(earlier_run, hf_data, tmp_path):
     assert snapshot(out) == snap
 
 
-def test_wrong_local_mirror_schema(earlier_run, hf_data, tmp_path):
+def test_wrong_local_mirror_schema(earlier_run, tiny_data, tmp_path):
     """MMLU rows in another schema ('options'/'label' instead of the hub's 'choices'/'answer')."""
     out, snap = earlier_run
-    rows = [json.loads(x) for x in real_lines(hf_data, "mmlu/test.jsonl", 2)]
+    rows = [json.loads(x) for x in mirror_lines(tiny_data, "mmlu/test.jsonl", 2)]
     renamed = [json.dumps({"question": r["question"], "subject": r["subject"], "options": r["choices"],
                            "label": r["answer"]}) for r in rows]
     root = mirror(tmp_path, "mmlu/test.jsonl", renamed)
     p = cli(*run_args(out, "--datasets", "mmlu", "--data-dir", str(root)))
-    assert_user_error(p, str(root / "mmlu" / "test.jsonl"), "row 1", "'choices'")
+    assert_user_error(p, str(root / "mmlu" / "test.jsonl"), "line 1", "'choices'")
     assert snapshot(out) == snap
 
 
@@ -124,24 +125,24 @@ def test_mirror_without_the_dataset_file(earlier_run, tmp_path):
     assert snapshot(out) == snap
 
 
-def test_unknown_dataset_name(earlier_run, hf_data):
+def test_unknown_dataset_name(earlier_run, tiny_data):
     out, snap = earlier_run
-    p = cli(*run_args(out, "--datasets", "gsm9k", "--data-dir", str(hf_data)))
+    p = cli(*run_args(out, "--datasets", "gsm9k", "--data-dir", str(tiny_data)))
     assert_user_error(p, "unknown task 'gsm9k'", "gsm8k")  # names the bad value and lists the valid ones
     assert snapshot(out) == snap
 
 
-def test_unknown_model_name(earlier_run, hf_data):
+def test_unknown_model_name(earlier_run, tiny_data):
     out, snap = earlier_run
-    p = cli(*run_args(out, "--model", "gpt-5-turbo-nonexistent", "--datasets", "gsm8k", "--data-dir", str(hf_data)))
+    p = cli(*run_args(out, "--model", "gpt-5-turbo-nonexistent", "--datasets", "gsm8k", "--data-dir", str(tiny_data)))
     assert_user_error(p, "unknown model 'gpt-5-turbo-nonexistent'", "openai:NAME")
     assert snapshot(out) == snap
 
 
-def test_missing_gguf_model_file(earlier_run, hf_data, tmp_path):
+def test_missing_gguf_model_file(earlier_run, tiny_data, tmp_path):
     out, snap = earlier_run
     missing = tmp_path / "nope.gguf"
-    p = cli(*run_args(out, "--model", str(missing), "--datasets", "gsm8k", "--data-dir", str(hf_data)))
+    p = cli(*run_args(out, "--model", str(missing), "--datasets", "gsm8k", "--data-dir", str(tiny_data)))
     assert_user_error(p, str(missing), "not found")
     assert snapshot(out) == snap
 
@@ -153,11 +154,11 @@ def test_missing_gguf_model_file(earlier_run, hf_data, tmp_path):
     ("- gsm8k\n- mmlu\n", ["mapping"]),
     ("settings: [zs_direct, zs_magic]\n", ["zs_magic"]),
 ], ids=["syntax", "type", "unknown-key", "not-a-mapping", "bad-setting"])
-def test_invalid_yaml_config(earlier_run, hf_data, tmp_path, text, needles):
+def test_invalid_yaml_config(earlier_run, tiny_data, tmp_path, text, needles):
     out, snap = earlier_run
     cfg = tmp_path / "run.yaml"
     cfg.write_text(text, encoding="utf-8")
-    p = cli("run", "--config", str(cfg), "--out", str(out), "--data-dir", str(hf_data), "--no-progress")
+    p = cli("run", "--config", str(cfg), "--out", str(out), "--data-dir", str(tiny_data), "--no-progress")
     assert_user_error(p, *([str(cfg)] if "zs_magic" not in needles else []), *needles)
     assert snapshot(out) == snap
 
@@ -211,35 +212,39 @@ def keyed_server(tmp_path_factory):
         yield url
 
 
-def openai_run_args(url: str, out: Path, hf_data: Path, limit: int, *extra: str) -> list[str]:
+def openai_run_args(url: str, out: Path, tiny_data: Path, limit: int, *extra: str) -> list[str]:
     from cotbench.models import DEFAULT_MODEL
 
     return ["run", "--model", f"openai:{DEFAULT_MODEL}", "--backend", "openai", "--base-url", url,
             "--datasets", "gsm8k", "--settings", "zs_direct", "--limit", str(limit), "--max-tokens-direct", "4",
-            "--data-dir", str(hf_data), "--out", str(out), "--no-progress", "--concurrency", "2",
+            "--data-dir", str(tiny_data), "--out", str(out), "--no-progress", "--concurrency", "2",
             "--extra-body", '{"repeat_penalty": 1.0}', *extra]
 
 
 @pytest.mark.slow
-def test_api_key_never_written(keyed_server, hf_data, tmp_path):
+def test_api_key_never_written(keyed_server, tiny_data, tmp_path):
     from cotbench.testing.servers import free_port
 
-    ok = cli(*openai_run_args(keyed_server, tmp_path / "ok", hf_data, 2), env={"OPENAI_API_KEY": SECRET})
+    ok = cli(*openai_run_args(keyed_server, tmp_path / "ok", tiny_data, 2), env={"OPENAI_API_KEY": SECRET})
     assert ok.returncode == 0, ok.stderr[-3000:]
     man = json.loads((tmp_path / "ok" / "manifest.json").read_text())
     assert man["run_stats"]["calls_made"] == 2 and man["backend"]["api_key_env"] == "OPENAI_API_KEY"
     # the server refuses a wrong key: the error is reported (exit 3) without echoing either key
     wrong = "sk-test-WRONG-" + SECRET[::-1][:16]
-    denied = cli(*openai_run_args(keyed_server, tmp_path / "denied", hf_data, 1), env={"OPENAI_API_KEY": wrong})
+    # (their own stores: from the shared one, the first run's answers would be served without a request)
+    denied = cli(*openai_run_args(keyed_server, tmp_path / "denied", tiny_data, 1, "--cache",
+                                  str(tmp_path / "denied.sqlite")), env={"OPENAI_API_KEY": wrong})
     assert denied.returncode == 3 and "401" in denied.stderr and "Traceback" not in denied.stderr, denied.stderr
     # a server that is not there: connection errors until the retries run out, message without the key
     down_url = f"http://127.0.0.1:{free_port()}/v1"
-    down = cli(*openai_run_args(down_url, tmp_path / "down", hf_data, 1, "--max-retries", "1"),
+    down = cli(*openai_run_args(down_url, tmp_path / "down", tiny_data, 1, "--max-retries", "1", "--cache",
+                                str(tmp_path / "down.sqlite")),
                env={"OPENAI_API_KEY": SECRET})
     assert down.returncode == 3 and "gave up after 1 retries" in down.stderr, down.stderr
     captured = "".join(p.stdout + p.stderr for p in (ok, denied, down))
     files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    assert {"store.sqlite", "samples.jsonl", "manifest.json", "summary.csv"} <= {p.name for p in files}
+    # the default store (this test's XDG_CACHE_HOME is under tmp_path) is searched too
+    assert {"generations.sqlite", "samples.jsonl", "manifest.json", "summary.csv"} <= {p.name for p in files}
     for secret in (SECRET, wrong):
         assert secret not in captured, "API key in the captured stdout/stderr"
         for p, data in files.items():

@@ -48,11 +48,11 @@ def server_url(tmp_path_factory):
         yield url
 
 
-def soak_cfg(hf_data: Path, out: Path, url: str, **kw):
+def soak_cfg(tiny_data: Path, out: Path, url: str, **kw):
     return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 6,
-                               "data_dir": str(hf_data), "out": str(out), "backend": "openai", "base_url": url,
+                               "data_dir": str(tiny_data), "out": str(out), "backend": "openai", "base_url": url,
                                "concurrency": 3, "max_tokens_direct": 8, "max_tokens_cot": 24, "progress": False,
-                               "extra_body": GREEDY_LLAMA_SERVER, **kw})
+                               "extra_body": GREEDY_LLAMA_SERVER, "cache": str(out / "store.sqlite"), **kw})
 
 
 def stored_rows(db: Path) -> int:
@@ -76,8 +76,8 @@ def settle(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean_run(server_url, hf_data, tmp_path_factory) -> Path:
-    return run(soak_cfg(hf_data, tmp_path_factory.mktemp("clean"), server_url))
+def clean_run(server_url, tiny_data, tmp_path_factory) -> Path:
+    return run(soak_cfg(tiny_data, tmp_path_factory.mktemp("clean"), server_url))
 
 
 def assert_same_results(clean: Path, other: Path) -> None:
@@ -91,13 +91,13 @@ def assert_same_results(clean: Path, other: Path) -> None:
 
 
 @pytest.mark.slow
-def test_random_faults_give_the_fault_free_results(server_url, clean_run, hf_data, tmp_path):
+def test_random_faults_give_the_fault_free_results(server_url, clean_run, tiny_data, tmp_path):
     # seed 50 draws about a third of the chat requests as faults, each of the five kinds at least once and
     # exactly one stall (each stall costs a full client timeout); the draw order is fixed by the seed
     timeout = 8.0  # well above a real call here (about 1 s, 3 in the server's queue at most)
     plan = FaultPlan(rate=0.3, faults=FAULTS, stall_s=timeout + 2, seed=50)
     with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
-        faulty = run(soak_cfg(hf_data, tmp_path / "faulty", proxy_url, timeout=timeout, max_retries=8))
+        faulty = run(soak_cfg(tiny_data, tmp_path / "faulty", proxy_url, timeout=timeout, max_retries=8))
     n_calls = N_CALLS
     injected = {f: plan.counts.get(f, 0) for f in FAULTS}
     assert plan.counts.get("forwarded", 0) == n_calls, plan.counts  # every call reached the server exactly once
@@ -114,7 +114,7 @@ def test_random_faults_give_the_fault_free_results(server_url, clean_run, hf_dat
 
 
 @pytest.mark.slow
-def test_server_down_mid_run_then_resume(server_url, clean_run, hf_data, tmp_path):
+def test_server_down_mid_run_then_resume(server_url, clean_run, tiny_data, tmp_path):
     """The server goes away after a few answers: the run stops with a clear message, keeps what finished,
     and the same command completes once the server is back, calling it only for the rest."""
     plan = FaultPlan()
@@ -130,7 +130,7 @@ def test_server_down_mid_run_then_resume(server_url, clean_run, hf_data, tmp_pat
     with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
         watcher.start()
         with pytest.raises(BackendError, match="gave up after 2 retries.*rerun to resume"):
-            run(soak_cfg(hf_data, out, proxy_url, max_retries=2))
+            run(soak_cfg(tiny_data, out, proxy_url, max_retries=2))
         stop.set()
         assert not (out / "samples.jsonl").exists()
         stored = stored_rows(out / "store.sqlite")
@@ -140,7 +140,7 @@ def test_server_down_mid_run_then_resume(server_url, clean_run, hf_data, tmp_pat
         # can change a greedy continuation: a llama.cpp effect, not what this test is about).
         settle(server_url)
         plan.down = False  # the server is back
-        run(soak_cfg(hf_data, out, proxy_url))
+        run(soak_cfg(tiny_data, out, proxy_url))
     man = json.loads((out / "manifest.json").read_text())
     assert man["run_stats"]["calls_cached"] == stored and man["run_stats"]["calls_made"] == N_CALLS - stored
     assert_same_results(clean_run, out)
@@ -174,9 +174,11 @@ def remount(d: Path, opts: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{opts}", str(d)], check=True, capture_output=True)
 
 
-def table_cfg(hf_data: Path, out: Path, n: int, **kw):
-    return build_config(None, {"datasets": ["mmlu"], "settings": ["zs_direct"], "limit": n,
-                               "data_dir": str(hf_data), "out": str(out), "progress": False, **kw})
+def table_cfg(tiny_data: Path, out: Path, n: int, **kw):
+    """The store in the run directory unless ``cache`` says otherwise: these tests fill the disk it is on."""
+    return build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": n,
+                               "data_dir": str(tiny_data), "out": str(out), "progress": False,
+                               "cache": str(out / "store.sqlite"), **kw})
 
 
 def answer(pad: int = 0):
@@ -204,13 +206,13 @@ def no_partial_outputs(run_dir: Path) -> None:
     assert not [n for n in names if ".tmp" in n], names
 
 
-def test_disk_full_while_storing(tmpfs, hf_data):
+def test_disk_full_while_storing(tmpfs, tiny_data):
     disk = tmpfs("1m")
-    earlier = run(table_cfg(hf_data, disk / "earlier", 10), backend=answer())
+    earlier = run(table_cfg(tiny_data, disk / "earlier", 10), backend=answer())
     snap = snapshot(earlier)
     big = disk / "big"
     with pytest.raises(OSError) as err:
-        run(table_cfg(hf_data, big, 2000), backend=answer(pad=300))
+        run(table_cfg(tiny_data, big, 2000), backend=answer(pad=300))
     msg = str(err.value)
     assert str(big / "store.sqlite") in msg and "full" in msg, msg
     assert snapshot(earlier) == snap  # the finished run beside it is untouched
@@ -219,7 +221,7 @@ def test_disk_full_while_storing(tmpfs, hf_data):
     no_partial_outputs(big)
     remount(disk, "size=64m")  # space is back: the same command resumes from the store
     backend = answer(pad=300)
-    run(table_cfg(hf_data, big, 2000), backend=backend)
+    run(table_cfg(tiny_data, big, 2000), backend=backend)
     man = json.loads((big / "manifest.json").read_text())
     assert man["run_stats"]["calls_cached"] == stored and backend.stats.calls == man["run_stats"]["calls_made"]
     assert man["run_stats"]["calls_cached"] + man["run_stats"]["calls_made"] == man["run_stats"]["calls_total"]
@@ -227,14 +229,14 @@ def test_disk_full_while_storing(tmpfs, hf_data):
     assert snapshot(earlier) == snap and store_state(earlier / "store.sqlite") == (10, "ok")
 
 
-def test_disk_full_while_writing_outputs(tmpfs, hf_data, tmp_path):
+def test_disk_full_while_writing_outputs(tmpfs, tiny_data, tmp_path):
     disk = tmpfs("256k")
-    earlier = run(table_cfg(hf_data, disk / "earlier", 5), backend=answer())
+    earlier = run(table_cfg(tiny_data, disk / "earlier", 5), backend=answer())
     snap = snapshot(earlier)
     out = disk / "run"
     cache = tmp_path / "cache.sqlite"  # the store on a disk with room; the outputs cannot fit
     with pytest.raises(OSError) as err:
-        run(table_cfg(hf_data, out, 800, cache=str(cache)), backend=answer(pad=20))
+        run(table_cfg(tiny_data, out, 800, cache=str(cache)), backend=answer(pad=20))
     msg = str(err.value)
     assert str(out / "samples.jsonl") in msg and "No space left" in msg, msg
     assert {p.name for p in out.iterdir()} == set()  # no half-written samples.jsonl, no temp file left
@@ -244,15 +246,15 @@ def test_disk_full_while_writing_outputs(tmpfs, hf_data, tmp_path):
     assert store_state(earlier / "store.sqlite") == (5, "ok")
 
 
-def test_read_only_output_directory_via_cli(tmpfs, hf_data):
+def test_read_only_output_directory_via_cli(tmpfs, tiny_data):
     disk = tmpfs("4m")
-    earlier = run(table_cfg(hf_data, disk / "earlier", 5), backend=answer())
+    earlier = run(table_cfg(tiny_data, disk / "earlier", 5), backend=answer())
     snap = snapshot(earlier)
     remount(disk, "ro")
     cases = [(earlier, "is not writable"), (disk / "new", "cannot create output directory")]
     for out, needle in cases:
         p = subprocess.run([sys.executable, "-m", "cotbench", "run", "--datasets", "mmlu", "--settings", "zs_direct",
-                            "--limit", "5", "--data-dir", str(hf_data), "--out", str(out), "--no-progress"],
+                            "--limit", "5", "--data-dir", str(tiny_data), "--out", str(out), "--no-progress"],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
         assert str(out) in p.stderr and needle in p.stderr, p.stderr
@@ -261,12 +263,12 @@ def test_read_only_output_directory_via_cli(tmpfs, hf_data):
     assert store_state(earlier / "store.sqlite") == (5, "ok")
 
 
-def test_read_only_store(tmpfs, hf_data, tmp_path):
+def test_read_only_store(tmpfs, tiny_data, tmp_path):
     disk = tmpfs("4m")
-    earlier = run(table_cfg(hf_data, disk / "earlier", 5), backend=answer())
+    earlier = run(table_cfg(tiny_data, disk / "earlier", 5), backend=answer())
     snap = snapshot(earlier)
     remount(disk, "ro")
     with pytest.raises(OSError, match="cannot open the store .*store.sqlite"):
-        run(table_cfg(hf_data, tmp_path / "out", 5, cache=str(earlier / "store.sqlite")), backend=answer())
+        run(table_cfg(tiny_data, tmp_path / "out", 5, cache=str(earlier / "store.sqlite")), backend=answer())
     remount(disk, "rw")
     assert snapshot(earlier) == snap and store_state(earlier / "store.sqlite") == (5, "ok")

@@ -1,4 +1,4 @@
-"""End to end on the real embedded model and real data: in-process llama.cpp, the OpenAI backend
+"""End to end on the real embedded model (on the tests' tiny mirror): in-process llama.cpp, the OpenAI backend
 against a real llama_cpp.server, retries through a real fault-injecting proxy, and resume."""
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ def outputs(run_dir: Path) -> dict[tuple, str]:
 
 
 @pytest.fixture(scope="module")
-def inprocess_run(hf_data, tmp_path_factory) -> Path:
+def inprocess_run(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("inproc")
     cfg = build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": list(CORE_SETTINGS), "limit": 2,
-                              "data_dir": str(hf_data), "out": str(tmp_path_factory.mktemp("inproc")), **SMALL})
+                              "data_dir": str(tiny_data), "out": str(out), "cache": str(out / "store.sqlite"),
+                              **SMALL})
     return run(cfg)
 
 
@@ -58,18 +60,19 @@ def test_all_four_settings_end_to_end(inprocess_run):
     assert man["run_stats"]["calls_made"] == 16 and man["run_stats"]["calls_cached"] == 0
 
 
-def test_rerun_is_served_from_the_store(inprocess_run, hf_data):
+def test_rerun_is_served_from_the_store(inprocess_run, tiny_data):
     before = outputs(inprocess_run)
     cfg = build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": list(CORE_SETTINGS), "limit": 2,
-                              "data_dir": str(hf_data), "out": str(inprocess_run), **SMALL})
+                              "data_dir": str(tiny_data), "out": str(inprocess_run),
+                              "cache": str(inprocess_run / "store.sqlite"), **SMALL})
     run(cfg)
     man = json.loads((inprocess_run / "manifest.json").read_text())
     assert man["run_stats"]["calls_made"] == 0 and man["run_stats"]["calls_cached"] == 16
     assert outputs(inprocess_run) == before
 
 
-def test_changed_parameter_makes_new_keys(inprocess_run, hf_data, tmp_path):
-    cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": 1, "data_dir": str(hf_data),
+def test_changed_parameter_makes_new_keys(inprocess_run, tiny_data, tmp_path):
+    cfg = build_config(None, {"datasets": ["gsm8k"], "settings": ["zs_direct"], "limit": 1, "data_dir": str(tiny_data),
                               "out": str(tmp_path), "cache": str(inprocess_run / "store.sqlite"),
                               **{**SMALL, "max_tokens_direct": 17}})
     run(cfg)
@@ -84,24 +87,24 @@ def server_url(tmp_path_factory):
         yield url
 
 
-def openai_cfg(hf_data, out, url, **kw):
+def openai_cfg(tiny_data, out, url, **kw):
     return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 2,
-                               "data_dir": str(hf_data), "out": str(out), "backend": "openai", "base_url": url,
+                               "data_dir": str(tiny_data), "out": str(out), "backend": "openai", "base_url": url,
                                "concurrency": 2, "extra_body": GREEDY_LLAMA_SERVER, **SMALL, **kw})
 
 
-def test_openai_backend_matches_inprocess(inprocess_run, server_url, hf_data, tmp_path):
-    out = run(openai_cfg(hf_data, tmp_path, server_url))
+def test_openai_backend_matches_inprocess(inprocess_run, server_url, tiny_data, tmp_path):
+    out = run(openai_cfg(tiny_data, tmp_path, server_url))
     served = outputs(out)
     local = {k: v for k, v in outputs(inprocess_run).items() if k[1] in ("zs_direct", "zs_cot")}
     assert len(served) == len(local) == 8
     assert served == local  # greedy decoding: same text through the server as in-process
 
 
-def test_retries_through_fault_proxy_give_identical_scores(inprocess_run, server_url, hf_data, tmp_path):
+def test_retries_through_fault_proxy_give_identical_scores(inprocess_run, server_url, tiny_data, tmp_path):
     plan = FaultPlan(first_n=5, faults=("429", "500", "503", "drop", "stall"), stall_s=4.0, seed=1)
     with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
-        out = run(openai_cfg(hf_data, tmp_path, proxy_url, timeout=2.0))
+        out = run(openai_cfg(tiny_data, tmp_path, proxy_url, timeout=2.0))
     assert plan.counts.get("forwarded", 0) >= 8
     assert all(plan.counts.get(f, 0) == 1 for f in ("429", "500", "503", "drop", "stall"))
     man = json.loads((out / "manifest.json").read_text())
@@ -111,11 +114,11 @@ def test_retries_through_fault_proxy_give_identical_scores(inprocess_run, server
     assert outputs(out) == local
 
 
-def test_server_that_stays_down_stops_with_clear_message(server_url, hf_data, tmp_path):
+def test_server_that_stays_down_stops_with_clear_message(server_url, tiny_data, tmp_path):
     plan = FaultPlan(down=True)
     with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
         with pytest.raises(BackendError, match="gave up after 2 retries"):
-            run(openai_cfg(hf_data, tmp_path, proxy_url, max_retries=2))
+            run(openai_cfg(tiny_data, tmp_path, proxy_url, max_retries=2))
     assert plan.counts["503"] >= 3
     assert not (tmp_path / "samples.jsonl").exists()  # nothing half-written; the store is resumable
 
@@ -123,10 +126,10 @@ def test_server_that_stays_down_stops_with_clear_message(server_url, hf_data, tm
 PLAN_TASKS = ["gsm8k", "gsm8k_hard", "folio", "contexthub/deductive_l1"]
 
 
-def test_plan_conditions_end_to_end(hf_data, tmp_path):
-    """The five Section-5 conditions on real items of each plan dataset, embedded model, sandboxed tool."""
+def test_plan_conditions_end_to_end(tiny_data, tmp_path):
+    """The five Section-5 conditions on an item of each plan dataset, embedded model, sandboxed tool."""
     settings = ["fs_direct", "fs_cot", "plan_direct", "plan_cot", "plan_tool"]
-    cfg = build_config(None, {"datasets": PLAN_TASKS, "settings": settings, "limit": 1, "data_dir": str(hf_data),
+    cfg = build_config(None, {"datasets": PLAN_TASKS, "settings": settings, "limit": 1, "data_dir": str(tiny_data),
                               "out": str(tmp_path), "progress": False, "max_tokens_cot": 96, "max_tokens_direct": 16})
     out = run(cfg)
     rows = read_rows(out)

@@ -13,7 +13,7 @@ import pytest
 
 from cotbench.cli import main as cli_main
 from cotbench.meta import db, importers, load, query, validate
-from cotbench.meta.schema import CATEGORIES, COLUMNS, category_id
+from cotbench.meta.schema import ALL_COLUMNS, ARM_COLUMNS, CATEGORIES, COLUMNS, category_id
 from cotbench.tasks.base import DataError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "meta"
@@ -33,6 +33,13 @@ def write(path: Path, header, rows) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def category_map(tmp_path: Path, rows) -> Path:
+    """A dataset map covering ``rows`` (each dataset with the category the rows give it)."""
+    seen = {r["dataset"]: r["category"] for r in rows}
+    return write(tmp_path / "map.csv", ["dataset", "category", "note"],
+                 [{"dataset": d, "category": c, "note": "test"} for d, c in seen.items()])
 
 
 def broken(tmp_path: Path, row: int, **changes) -> Path:
@@ -137,7 +144,7 @@ def test_missing_and_repeated_columns(tmp_path, capsys):
 def test_ragged_row_and_missing_file_are_data_errors(tmp_path, capsys):
     p = tmp_path / "ragged.csv"
     p.write_text(EFFECTS.read_text().replace("E0002,", "E0002,extra,", 1))
-    with pytest.raises(DataError, match=r"ragged\.csv:3: row has 21 fields, the header has 20"):
+    with pytest.raises(DataError, match=r"ragged\.csv:3: row has 27 fields, the header has 26"):
         validate(p)
     assert cli_main(["meta", "validate", str(tmp_path / "nope.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -252,8 +259,11 @@ def test_sheet_import_maps_and_reports_drops(tmp_path):
     assert any("is not an address" in w for w in reasons.values())
     assert any("outside 0-100" in w for w in reasons.values())
     assert "dropped by reason" in rep.text()
-    out = write(tmp_path / "sheet_rows.csv", COLUMNS, rows)
+    out = write(tmp_path / "sheet_rows.csv", ALL_COLUMNS, rows)
     (vrep,) = validate(out)
+    assert not vrep.ok and any(i.column == "dataset" and "'Last letter' is not in the dataset map" in i.message
+                               for i in vrep.errors)
+    (vrep,) = validate(out, categories=category_map(tmp_path, rows))
     assert vrep.ok, vrep.lines()
 
 
@@ -279,7 +289,9 @@ def test_sheet_import_cli(tmp_path, capsys):
     assert cli_main(["meta", "import", "sheet", str(FIX / "sheet.csv"), "--out", str(out), "--shots", "few",
                      "--categories", str(FIX / "sheet_categories.csv"), "--report", str(report)]) == 0
     assert "kept 5, dropped 6" in report.read_text()
-    assert cli_main(["meta", "validate", str(out)]) == 0
+    assert cli_main(["meta", "validate", str(out)]) == 1          # sheet datasets are not in the shipped map
+    cmap = category_map(tmp_path, rows_of(out)[1])
+    assert cli_main(["meta", "validate", str(out), "--categories", str(cmap)]) == 0
     assert cli_main(["meta", "import", "sheet", str(FIX / "sheet.csv"), "--out", str(out)]) == 2
     assert "no shots column" in capsys.readouterr().err
 
@@ -310,7 +322,7 @@ def test_run_import_pairs_settings_and_reports_drops(tmp_path):
     assert any("no category for dataset 'mystery_set'" in w for w in why)
     assert any("accuracy missing" in w for w in why)                          # math
     assert rep.read == 13 and rep.kept == 4
-    (vrep,) = validate(write(tmp_path / "runs.csv", COLUMNS, rows))
+    (vrep,) = validate(write(tmp_path / "runs.csv", ALL_COLUMNS, rows), staging=False)
     assert vrep.ok, vrep.lines()
     rows, _ = importers.import_runs([FIX / "run_a"], category_overrides={"mystery_set": "other"})
     assert "mystery_set" in {r["dataset"] for r in rows}
@@ -366,3 +378,133 @@ def test_merge_refuses_an_invalid_staging_file(tmp_path):
     bad = broken(tmp_path, 0, delta="1")
     with pytest.raises(DataError, match="does not validate"):
         db.merge_effects(db.read_table(EFFECTS), db.read_table(bad))
+
+
+# ------------------------------------------------------------------- database v2 (issue #13)
+
+@pytest.mark.parametrize("row,changes,line,column,fragment", [
+    (0, {"cot_shots": "zero", "cot_k": ""}, 2, "cot_shots", "arms in different settings (direct few-shot, CoT zero-shot)"),
+    (0, {"direct_k": "4"}, 2, "cot_k", "direct_k=4 but cot_k=8"),
+    (0, {"k": "6"}, 2, "k", "k=6 but the arms give 8 exemplars"),
+    (3, {"shots": "few"}, 5, "shots", "'few' but both arms are zero-shot"),
+    (3, {"direct_k": "3"}, 5, "direct_k", "zero-shot arm has direct_k=3"),
+    (3, {"direct_shots": ""}, 5, "direct_shots", "is empty"),
+    (1, {"split": "holdout"}, 3, "split", "'holdout' is not one of test, validation, dev, train, unknown"),
+    (1, {"split": ""}, 3, "split", "is empty"),
+    (1, {"pooled": "yes"}, 3, "pooled", "'yes' is not 'true' or 'false'"),
+    (2, {"category": "encyclopedic_knowledge"}, 4, "category",
+     "the dataset map gives 'commonsense' for 'CommonsenseQA'"),
+    (1, {"dataset": "SVAMP (hard split)"}, 3, "dataset", "'SVAMP (hard split)' is not in the dataset map"),
+])
+def test_each_v2_problem_is_named(tmp_path, capsys, row, changes, line, column, fragment):
+    path = broken(tmp_path, row, **changes)
+    (rep,) = validate(path)
+    hits = [i for i in rep.errors if i.line == line and i.column == column and fragment in i.message]
+    assert hits, [i.format(path) for i in rep.errors]
+    assert cli_main(["meta", "validate", str(path)]) == 1
+    assert f"broken.csv:{line}: column '{column}'" in capsys.readouterr().err
+
+
+def test_unknown_dataset_message_tells_the_coder_to_extend_the_map(tmp_path):
+    (rep,) = validate(broken(tmp_path, 1, dataset="Brand-new QA"))
+    (msg,) = [i.message for i in rep.errors]
+    assert "dataset_categories.csv" in msg and "add a line" in msg
+
+
+def test_v2_columns_required_in_the_database_optional_in_staging(tmp_path, capsys):
+    header, rows = rows_of(EFFECTS)
+    old = [h for h in header if h not in ARM_COLUMNS]
+    path = write(tmp_path / "pre_v2.csv", old, [{k: r[k] for k in old} for r in rows])
+    (rep,) = validate(path)                                   # a staging file: warnings only
+    assert rep.ok and {w.column for w in rep.warnings if w.line == 1} == set(ARM_COLUMNS)
+    (rep,) = validate(path, staging=False)
+    assert [(i.line, i.column) for i in rep.errors] == [(1, c) for c in ARM_COLUMNS]
+    assert cli_main(["meta", "validate", "--database", str(path)]) == 1
+    assert "pre_v2.csv:1: column 'direct_shots': required column is missing" in capsys.readouterr().err
+    df = load(path)                                           # analyses see the settings the row claims
+    assert (df["direct_shots"] == df["shots"]).all() and not df["pooled"].any()
+    assert set(df["split"]) == {"unknown"}
+
+
+def test_empty_shared_setting_is_a_warning_in_staging_and_an_error_in_the_database(tmp_path):
+    path = broken(tmp_path, 0, shots="", k="")
+    (rep,) = validate(path, staging=True)
+    assert rep.ok and {(w.line, w.column) for w in rep.warnings} >= {(2, "shots"), (2, "k")}
+    (rep,) = validate(path, staging=False)
+    assert {(i.line, i.column) for i in rep.errors} == {(2, "shots"), (2, "k")}
+
+
+def test_merge_fills_shared_setting_and_refuses_pre_v2_or_unmapped_staging(tmp_path):
+    canonical = db.read_table(EFFECTS)
+    header, rows = rows_of(FIX / "staging_b.csv")
+    rows[0].update(shots="", k="")
+    staged = db.read_table(write(tmp_path / "st.csv", header, rows))
+    merged, rep = db.merge_effects(canonical, staged)
+    assert rep.added == 2
+    new = merged[9]
+    assert (new["shots"], new["k"], new["direct_shots"], new["cot_k"]) == ("few", "6", "few", "6")
+    old = [h for h in header if h not in ARM_COLUMNS]
+    pre = db.read_table(write(tmp_path / "pre.csv", old, [{k: r[k] for k in old} for r in rows]))
+    with pytest.raises(DataError, match=r"pre\.csv:1: the staging file lacks the column\(s\) direct_shots"):
+        db.merge_effects(canonical, pre)
+    rows[1]["dataset"] = "WebQSP-hard"
+    unmapped = db.read_table(write(tmp_path / "unmapped.csv", header, rows))
+    with pytest.raises(DataError, match=r"unmapped\.csv:3: column 'dataset': 'WebQSP-hard' is not in the dataset map"):
+        db.merge_effects(canonical, unmapped)
+
+
+def test_query_aggregates_leave_out_pooled_rows_unless_asked(tmp_path, capsys):
+    path = broken(tmp_path, 0, pooled="true")
+    df = load(path)
+    assert query(df, aggs="n").iloc[0]["n"] == 8
+    assert query(df, aggs="n", include_pooled=True).iloc[0]["n"] == 9
+    assert len(query(df)) == 9 and query(df)["pooled"].sum() == 1      # row listings show every row
+    assert cli_main(["meta", "query", "--file", str(path), "--agg", "n", "--format", "csv"]) == 0
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1] == "8"
+    assert "1 pooled rows left out of the aggregates" in got.err          # the CLI says what it left out
+    assert cli_main(["meta", "query", "--file", str(path), "--agg", "n", "--format", "csv", "--include-pooled"]) == 0
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1] == "9" and "left out" not in got.err
+
+
+def test_category_map_file_is_checked(tmp_path, capsys):
+    path = write(tmp_path / "map.csv", ["dataset", "category", "note"],
+                 [{"dataset": "GSM8K", "category": "math", "note": ""},
+                  {"dataset": "GSM8K", "category": "math", "note": "again"},
+                  {"dataset": "FOLIO", "category": "logic puzzles", "note": ""}])
+    (rep,) = validate(path)
+    assert rep.kind == "categories"
+    assert [(i.line, i.column) for i in rep.errors] == [(3, "dataset"), (4, "category")]
+    with pytest.raises(DataError, match=r"map\.csv:3: column 'dataset': 'GSM8K' already mapped on line 2"):
+        validate(EFFECTS, categories=path)
+    assert cli_main(["meta", "validate", str(path)]) == 1
+
+
+def test_shipped_database_v2_invariants():
+    df = load()
+    assert (df["direct_shots"] == df["cot_shots"]).all() and (df["shots"] == df["direct_shots"]).all()
+    both = df["direct_k"].notna() & df["cot_k"].notna()
+    assert (df.loc[both, "direct_k"] == df.loc[both, "cot_k"]).all()
+    cmap = db.read_category_map()
+    assert all(cmap.category(d) == c for d, c in zip(df["dataset"], df["category"]))
+    assert set(df.loc[df["dataset"] == "MuSR Object Placements", "category"]) == {"spatial_temporal"}
+    assert set(df.loc[df["dataset"].str.startswith("MuSR"), "shots"]) == {"zero"}
+    wikitq = df[(df["dataset"] == "WikiTQ") & (df["model"] == "PaLM 2")].iloc[0]
+    assert (wikitq["direct_score"], round(wikitq["delta"], 2)) == (60.33, 0.10)
+    flan_mmlu = df[(df["paper_id"] == "arXiv:2210.11416") & df["dataset"].str.startswith("MMLU")]
+    assert set(flan_mmlu["split"]) == {"validation"} and flan_mmlu["pooled"].all()
+    mmlu_subjects = df[df["dataset"].str.match(r"MMLU [a-z]")]
+    assert len(mmlu_subjects) and mmlu_subjects.groupby("dataset")["category"].nunique().max() == 1
+
+
+def test_merge_cli_names_an_unmapped_dataset_and_writes_nothing(tmp_path, capsys):
+    into = tmp_path / "effects.csv"
+    shutil.copy(EFFECTS, into)
+    header, rows = rows_of(FIX / "staging_b.csv")
+    rows[0]["dataset"] = "Brand-new QA"
+    staged = write(tmp_path / "st.csv", header, rows)
+    assert cli_main(["meta", "merge", str(staged), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert "st.csv:2: column 'dataset': 'Brand-new QA' is not in the dataset map" in err
+    assert into.read_text() == EFFECTS.read_text()

@@ -1,25 +1,14 @@
 """Meta-analysis statistics validated against R's metafor, number for number.
 
-Raw data (copied from the public sources named here, nothing invented):
-* BCG vaccine trials (metafor's dat.bcg): wviechtb/metadat, data-raw/dat.colditz1994.txt
-  (data-raw/dat.bcg.r notes dat.bcg is the same data as dat.colditz1994).
-* Konstantopoulos (2011) school calendars: wviechtb/metadat, data-raw/dat.konstantopoulos2011.txt.
-* Egger et al. (2001) magnesium trials: wviechtb/metadat, data-raw/dat.egger2001.txt.
-* CLASP trials: wviechtb/metafor, tests/testthat/test_analysis_example_dersimonian2007.r.
+The reference values live in ``tests/reference/metafor.json``, written by
+``tests/reference/make_metafor.R`` (metafor and clubSandwich from Debian; the header of the script says
+how to rerun it, the JSON's ``meta`` records the versions and the control settings). The JSON carries
+the input data too (metafor's dat.bcg, dat.raudenbush1985, dat.konstantopoulos2011, dat.egger2001 and
+the CLASP trials), so these tests need no R.
 
-Reference outputs (metafor 4.7-4 pkgdown site in wviechtb/metafor docs/reference/, and metafor's
-own testthat files):
-* rma.uni.html — BCG random- and mixed-effects printouts; confint.rma.html — Q-profile CIs;
-  trimfill.html — trim-and-fill printouts and filled values; regtest.html — Egger tests;
-  robust.html — CR1/CR2 results for the three-level model.
-* tests/testthat/test_analysis_example_konstantopoulos2011.r, test_misc_metan_vs_rma.uni_with_dat.bcg.r,
-  test_misc_pub_bias.r, test_misc_robust.r, test_analysis_example_dersimonian2007.r.
-
-Tolerance: absolute 1e-4 against values metafor prints with four decimals. Exceptions, each noted at
-the assertion: (a) where metafor's own stopping rule (tau^2 change < 1e-5) moves the fourth digit of a
-quantity that is very sensitive to tau^2 we compare with relative 1e-4; (b) the I^2/H^2 bounds of the
-Q-profile CI inherit uniroot's tolerance (~1.2e-4 on tau^2) in metafor; (c) Satterthwaite df are
-printed with two decimals.
+Tolerance: relative 1e-6 (absolute 1e-8 near zero) on every value. metafor's iterative steps ran with
+tight controls (Fisher scoring and uniroot tolerances 1e-13, Q-profile/profile-likelihood bounds 1e-12),
+so its printing defaults do not limit the comparison. Exceptions are named at the assertion.
 """
 from __future__ import annotations
 
@@ -28,171 +17,321 @@ import io
 import json
 import math
 from contextlib import redirect_stdout
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cotbench.meta import bias, effects, models, summaries
+from cotbench.meta import bias, effects, models, multilevel, robust, summaries
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "meta_stats"
-A = 1e-4  # absolute tolerance against 4-decimal metafor output
-
-
-def approx(x, tol=A):
-    return pytest.approx(x, abs=tol)
+REF = json.loads((Path(__file__).resolve().parent / "reference" / "metafor.json").read_text())
+REL, ABS = 1e-6, 1e-8
 
 
 # ------------------------------------------------------------------------------------------------
-# data
+# reading the reference
 # ------------------------------------------------------------------------------------------------
-# trial, tpos, tneg, cpos, cneg, ablat, year, alloc   (metadat data-raw/dat.colditz1994.txt)
-BCG_ROWS = """\
-1 4 119 11 128 44 1948 random
-2 6 300 29 274 55 1949 random
-3 3 228 11 209 42 1960 random
-4 62 13536 248 12619 52 1977 random
-5 33 5036 47 5761 13 1973 alternate
-6 180 1361 372 1079 44 1953 alternate
-7 8 2537 10 619 19 1973 random
-8 505 87886 499 87892 13 1980 random
-9 29 7470 45 7232 27 1968 random
-10 17 1699 65 1600 42 1961 systematic
-11 186 50448 141 27197 18 1974 systematic
-12 5 2493 3 2338 33 1969 systematic
-13 27 16886 29 17825 33 1976 systematic
-"""
-
-# district, study, yi, vi, year   (metadat data-raw/dat.konstantopoulos2011.txt)
-KONST_ROWS = """\
-11 1 -0.18 0.118 1976
-11 2 -0.22 0.118 1976
-11 3 0.23 0.144 1976
-11 4 -0.30 0.144 1976
-12 5 0.13 0.014 1989
-12 6 -0.26 0.014 1989
-12 7 0.19 0.015 1989
-12 8 0.32 0.024 1989
-18 9 0.45 0.023 1994
-18 10 0.38 0.043 1994
-18 11 0.29 0.012 1994
-27 12 0.16 0.020 1976
-27 13 0.65 0.004 1976
-27 14 0.36 0.004 1976
-27 15 0.60 0.007 1976
-56 16 0.08 0.019 1997
-56 17 0.04 0.007 1997
-56 18 0.19 0.005 1997
-56 19 -0.06 0.004 1997
-58 20 -0.18 0.020 1976
-58 21 0.00 0.018 1976
-58 22 0.00 0.019 1976
-58 23 -0.28 0.022 1976
-58 24 -0.04 0.020 1976
-58 25 -0.30 0.021 1976
-58 26 0.07 0.006 1976
-58 27 0.00 0.007 1976
-58 28 0.05 0.007 1976
-58 29 -0.08 0.007 1976
-58 30 -0.09 0.007 1976
-71 31 0.30 0.015 1997
-71 32 0.98 0.011 1997
-71 33 1.19 0.010 1997
-86 34 -0.07 0.001 1997
-86 35 -0.05 0.001 1997
-86 36 -0.01 0.001 1997
-86 37 0.02 0.001 1997
-86 38 -0.03 0.001 1997
-86 39 0.00 0.001 1997
-86 40 0.01 0.001 1997
-86 41 -0.10 0.001 1997
-91 42 0.50 0.010 2000
-91 43 0.66 0.011 2000
-91 44 0.20 0.010 2000
-91 45 0.00 0.009 2000
-91 46 0.05 0.013 2000
-91 47 0.07 0.013 2000
-108 48 -0.52 0.031 2000
-108 49 0.70 0.031 2000
-108 50 -0.03 0.030 2000
-108 51 0.27 0.030 2000
-108 52 -0.34 0.030 2000
-644 53 0.12 0.087 1995
-644 54 0.61 0.082 1995
-644 55 0.04 0.067 1994
-644 56 -0.05 0.067 1994
-"""
-
-# ai, n1i, ci, n2i   (metadat data-raw/dat.egger2001.txt; the last row is ISIS-4)
-EGGER_ROWS = """\
-1 40 2 36
-9 135 23 135
-2 200 7 200
-1 48 1 46
-10 150 8 148
-1 59 9 56
-1 25 3 23
-0 22 1 21
-6 76 11 75
-1 27 7 27
-2 89 12 80
-5 23 13 33
-4 130 8 122
-90 1159 118 1157
-4 107 17 108
-2216 29011 2103 29039
-"""
+@lru_cache(maxsize=None)
+def _frame(name: str) -> pd.DataFrame:
+    return pd.DataFrame(REF["data"][name])
 
 
-def _table(rows: str, cols: list[str]) -> pd.DataFrame:
-    return pd.read_csv(io.StringIO(rows), sep=r"\s+", header=None, names=cols)
+def data(name: str) -> pd.DataFrame:
+    return _frame(name).copy()
 
 
-@pytest.fixture(scope="module")
-def bcg() -> pd.DataFrame:
-    d = _table(BCG_ROWS, ["trial", "tpos", "tneg", "cpos", "cneg", "ablat", "year", "alloc"])
-    d["yi"], d["vi"] = effects.log_risk_ratio(ai=d.tpos, bi=d.tneg, ci=d.cpos, di=d.cneg)
-    return d
+def _arr(x) -> np.ndarray:
+    """A reference or computed value as a float array (None/null -> nan; JSON scalars -> length 1)."""
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return np.array([np.nan if e is None else e for e in np.ravel(np.asarray(x, dtype=object))], dtype=float)
+    return np.array([np.nan if x is None else x], dtype=float)
 
 
-@pytest.fixture(scope="module")
-def konst() -> pd.DataFrame:
-    return _table(KONST_ROWS, ["district", "study", "yi", "vi", "year"])
+KEY = object()  # Compare: take the reference value from the case under the compared name
 
 
-@pytest.fixture(scope="module")
-def egger() -> pd.DataFrame:
-    d = _table(EGGER_ROWS, ["ai", "n1i", "ci", "n2i"])
-    d["yi"], d["vi"] = effects.log_odds_ratio(ai=d.ai, n1i=d.n1i, ci=d.ci, n2i=d.n2i)
-    return d
+class Compare:
+    """Collects every mismatch of one case, so a failure lists all differing values at once."""
+
+    def __init__(self, case: dict):
+        self.id, self.ref, self.bad = case["id"], case["values"], []
+
+    def __call__(self, name: str, ours, ref=KEY, rel: float = REL, abs: float = ABS) -> None:
+        want = _arr(self.ref[name] if ref is KEY else ref)
+        got = _arr(ours)
+        if got.shape != want.shape:
+            self.bad.append(f"{name}: shape {got.shape} vs metafor {want.shape} ({got} vs {want})")
+        elif not np.allclose(got, want, rtol=rel, atol=abs, equal_nan=True):
+            self.bad.append(f"{name}: ours {got.tolist()} vs metafor {want.tolist()}")
+
+    def done(self) -> None:
+        assert not self.bad, f"{self.id} differs from metafor:\n  " + "\n  ".join(self.bad)
 
 
-@pytest.fixture(scope="module")
-def konst_ml(konst):
-    return models.rma_mv("yi", "vi", random="~ 1 | district/study", data=konst)
+def cases(section: str) -> list:
+    return [pytest.param(c, id=c["id"]) for c in REF[section]]
+
+
+def _qmdf(df) -> list:
+    return [*df, None] if df is not None and len(df) == 1 else df
+
+
+def _coefficients(cmp: Compare, res) -> None:
+    cmp("beta", res.beta)
+    cmp("se", res.se)
+    cmp("zval", res.stat)
+    cmp("pval", res.pval)
+    cmp("ci_lb", res.ci_lb)
+    cmp("ci_ub", res.ci_ub)
+
+
+def _prediction(cmp: Compare, res, fixed: bool = False) -> None:
+    pr = res.predict(cmp.ref.get("newmods"))
+    for key in ("pred", "se", "ci_lb", "ci_ub", "pi_lb", "pi_ub"):
+        if fixed and key.startswith("pi"):
+            # metafor gives no prediction interval without heterogeneity; ours is the CI (tau^2 = 0)
+            cmp(f"predict.{key}", pr[key], cmp.ref["predict"]["ci" + key[2:]])
+        else:
+            cmp(f"predict.{key}", pr[key], cmp.ref["predict"][key])
+
+
+# ------------------------------------------------------------------------------------------------
+# coverage: every option cotbench accepts has reference cases
+# ------------------------------------------------------------------------------------------------
+def test_reference_covers_every_option():
+    """A new estimator, test or option cannot slip in without metafor reference values."""
+    uni = {(c["method"], c["mods"] is not None, c["test"]) for c in REF["rma"]}
+    missing = [(m, mods, t) for m in models.METHODS for mods in (False, True) for t in ("z", "knha")
+               if (m, mods, t) not in uni]
+    assert not missing, f"rma cases missing from tests/reference/metafor.json: {missing}"
+    mv = {(c["method"], c["mods"] is not None, c["test"]) for c in REF["rma_mv"]}
+    assert {(m, mods, t) for m in multilevel.METHODS for mods in (False, True) for t in ("z", "t")} <= mv
+    assert {(mdl, t) for mdl in ("rma", "rma_mv") for t in robust.TYPES} <= {
+        (c["model"], c["type"]) for c in REF["robust"]}
+    assert set(bias.TRIMFILL_ESTIMATORS) <= {c["estimator"] for c in REF["trimfill"]}
+    assert set(bias.EGGER_MODELS) <= {c["model"] for c in REF["regtest"]}
+    # more than one data set per estimator, and boundary fits (tau^2 = 0) among them
+    assert len({c["data"] for c in REF["rma"]}) >= 3
+    assert any(c["values"]["tau2"] == 0 or (c["values"]["tau2"] or 1) < 1e-10
+               for c in REF["rma"] if c["method"] not in ("FE", "EE"))
+    assert REF["meta"]["metafor"] and REF["meta"]["R"]
 
 
 # ------------------------------------------------------------------------------------------------
 # effect sizes
 # ------------------------------------------------------------------------------------------------
-def test_escalc_rr_matches_metafor(bcg):
-    # trimfill.html prints yi and vi of the BCG log risk ratios to 8-9 significant digits
-    assert bcg.yi.to_numpy() == pytest.approx(
-        [-0.88931133, -1.58538866, -1.34807315, -1.44155119, -0.21754732, -0.78611559, -1.62089822,
-         0.01195233, -0.46941765, -1.37134480, -0.33935883, 0.44591340, -0.01731395], abs=1e-8)
-    assert bcg.vi.to_numpy()[[0, 3, 5, 7]] == pytest.approx(
-        [0.325584765, 0.020010032, 0.006905618, 0.003961579], abs=1e-9)
+@pytest.mark.parametrize("name, fn, cols", [
+    ("bcg", effects.log_risk_ratio, dict(ai="tpos", bi="tneg", ci="cpos", di="cneg")),
+    ("clasp", effects.log_odds_ratio, dict(ai="ai", n1i="n1i", ci="ci", n2i="n2i")),
+    ("egger2001", effects.log_odds_ratio, dict(ai="ai", n1i="n1i", ci="ci", n2i="n2i")),  # one zero cell
+])
+def test_escalc_matches_metafor(name, fn, cols):
+    d = data(name)
+    yi, vi = fn(**{k: d[c] for k, c in cols.items()})
+    assert yi == pytest.approx(d.yi.to_numpy(), rel=1e-12, abs=1e-14)
+    assert vi == pytest.approx(d.vi.to_numpy(), rel=1e-12)
 
 
-def test_escalc_or_with_zero_cell_matches_metafor(egger):
-    # regtest.html prints dat$yi for the 15 trials without ISIS-4; trial 8 has a zero cell (+1/2 added)
-    assert egger.yi.to_numpy()[:15] == pytest.approx(
-        [-0.83034830, -1.05605267, -1.27833981, -0.04348511, 0.22314355, -2.40751999, -1.28093385,
-         -1.19170271, -0.69574796, -2.20827441, -2.03815988, -0.85015093, -0.79323064, -0.29933987,
-         -1.57078846], abs=1e-8)
+# ------------------------------------------------------------------------------------------------
+# univariate models: every estimator, with and without moderators, z and Knapp-Hartung
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", cases("rma"))
+def test_rma_matches_metafor(case):
+    res = models.rma("yi", "vi", data=data(case["data"]), mods=case["mods"], method=case["method"],
+                     test=case["test"])
+    v, cmp = case["values"], Compare(case)
+    assert len(res.coef_names) == _arr(v["beta"]).size and res.coef_names[0] == "intrcpt"
+    _coefficients(cmp, res)
+    cmp("ddf", res.df)
+    for ours, theirs in (("tau2", "tau2"), ("se_tau2", "se_tau2"), ("I2", "I2"), ("H2", "H2"), ("QE", "QE"),
+                         ("QE_p", "QEp"), ("R2", "R2")):
+        cmp(theirs, getattr(res, ours))
+    if case["mods"] is not None:  # without moderators metafor's QM tests the intercept (zval^2, checked above)
+        cmp("QM", res.QM)
+        cmp("QMp", res.QM_p)
+        cmp("QMdf", _qmdf(res.QM_df))
+    _prediction(cmp, res, fixed=case["method"] in ("FE", "EE"))
+    if "confint" in v:  # Q-profile CI of tau^2 and the I^2/H^2 bounds derived from it
+        ci = res.confint()
+        for ours, theirs in (("tau^2", "tau2"), ("I^2(%)", "I2"), ("H^2", "H2")):
+            cmp(f"confint.{theirs}", ci[ours], v["confint"][theirs])
+        # at the boundary metafor's ML/REML iterations stop at tau^2 ~ 1e-14 instead of 0 (step halving
+        # towards 0 ends on its 1e-13 threshold), which is ~1e-7 in tau = sqrt(tau^2)
+        cmp("confint.tau", ci["tau"], v["confint"]["tau"], abs=5e-7)
+    cmp.done()
 
 
+@pytest.mark.parametrize("case", [c for c in cases("rma") if c.values[0]["method"] in ("ML", "REML")
+                                  and c.values[0]["test"] == "z"])
+def test_ml_reml_tau2_solves_the_score_equation(case):
+    """The Fisher scoring stops at the root, not where the likelihood's round-off stalls a line search."""
+    res = models.rma("yi", "vi", data=data(case["data"]), mods=case["mods"], method=case["method"])
+    w = 1.0 / (res.vi + res.tau2)
+    P = models._proj(res.X, w)
+    Py = P @ res.yi
+    if case["method"] == "REML":
+        step = (Py @ Py - np.trace(P)) / np.sum(P * P)
+    else:
+        step = (Py @ Py - np.sum(w)) / np.sum(w * w)
+    assert abs(step) <= 1e-10 * (1 + res.tau2) or (res.tau2 == 0 and step <= 0), (res.tau2, step)
+
+
+@pytest.mark.parametrize("case", [c for c in cases("rma_mv") if c.values[0]["test"] == "z"])
+def test_rma_mv_solves_the_score_equations(case):
+    res = models.rma_mv("yi", "vi", random=case["random"], data=data(case["data"]), mods=case["mods"],
+                        method=case["method"])
+    cur = multilevel._mv_pieces(res.yi, res.X, res._blocks, res.sigma2, res.method == "REML", want_derivs=True)
+    step = np.linalg.solve(cur["info"], cur["score"])
+    assert np.max(np.abs(step) / (1 + res.sigma2)) <= 1e-10, (res.sigma2, step)
+
+
+def test_rma_summary_prints_metafor_layout():
+    case = next(c for c in REF["rma"] if c["id"] == "bcg/ablat + year/REML/z")
+    v = case["values"]
+    text = models.rma("yi", "vi", mods="ablat + year", data=data("bcg")).summary()
+    assert "Mixed-Effects Model (k = 13; tau^2 estimator: REML)" in text
+    assert f"{v['tau2']:.4f} (SE = {v['se_tau2']:.4f})" in text
+    assert f"QE(df = 10) = {v['QE']:.4f}" in text and "Test of Moderators (coefficients 2,3):" in text
+    assert f"QM(df = 2) = {v['QM']:.4f}" in text and f"{v['beta'][1]:.4f}" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# multilevel models (schools in districts)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", cases("rma_mv"))
+def test_rma_mv_matches_metafor(case):
+    # metafor maximises this likelihood with nlminb over log sigma^2; the log-likelihood is flat to 1e-12
+    # near the top, so its sigma^2 are determined to ~1e-7 relative only (nlminb and optim/BFGS differ by
+    # that much; the largest difference here, ML with a moderator, is 9e-7 in a CI bound). Ours solve the
+    # score equations to 1e-10 (test_rma_mv_solves_the_score_equations), so 1e-6 still holds.
+    res = models.rma_mv("yi", "vi", random=case["random"], data=data(case["data"]), mods=case["mods"],
+                        method=case["method"], test=case["test"])
+    v, cmp = case["values"], Compare(case)
+    _coefficients(cmp, res)
+    cmp("sigma2", res.sigma2)
+    cmp("nlvls", res.nlvls)
+    cmp("logLik", res.logLik)
+    cmp("QE", res.QE)
+    cmp("QEp", res.QE_p)
+    if case["mods"] is not None:  # without moderators metafor's QM tests the intercept (zval^2, checked above)
+        cmp("QM", res.QM)
+        cmp("QMp", res.QM_p)
+        cmp("QMdf", _qmdf(res.QM_df))
+    _prediction(cmp, res)
+    if "confint" in v:  # profile-likelihood CIs of the variance components
+        ci = res.confint()
+        for j, ref in enumerate(v["confint"]):
+            cmp(f"confint.sigma2.{j + 1}", ci[f"sigma^2.{j + 1}"], ref)
+    cmp.done()
+
+
+def test_single_level_rma_mv_equals_rma():
+    d = data("konstantopoulos2011")
+    uni = models.rma("yi", "vi", data=d)
+    mv = models.rma_mv("yi", "vi", random="~ 1 | study", data=d)
+    assert mv.sigma2[0] == pytest.approx(uni.tau2, abs=1e-8) and mv.estimate == pytest.approx(uni.estimate, abs=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# cluster-robust inference
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", cases("robust"))
+def test_robust_matches_metafor_and_clubsandwich(case):
+    d = data(case["data"])
+    if case["model"] == "rma":
+        fit = models.rma("yi", "vi", data=d, mods=case["mods"], method=case["method"])
+    else:
+        fit = models.rma_mv("yi", "vi", random=case["random"], data=d, mods=case["mods"], method=case["method"])
+    rob = models.robust(fit, case["cluster"], type=case["type"], data=d)
+    cmp = Compare(case)
+    for name in ("beta", "se", "tval", "df", "pval", "ci_lb", "ci_ub"):
+        cmp(name, getattr(rob, name))
+    cmp.done()
+
+
+def test_cr2_reduces_to_hc2_for_independent_ols():
+    # one effect per cluster, equal variances, no heterogeneity: CR2 is the HC2 sandwich of OLS
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = 0.5 + 0.3 * x + rng.normal(size=12)
+    fit = models.rma(y, np.ones(12), method="FE", mods=x)
+    rob = models.robust(fit, np.arange(12), type="CR2")
+    hc2 = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HC2")
+    assert np.sqrt(np.diag(rob.vb)) == pytest.approx(hc2.bse, rel=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# subgroups, small-study effects and sensitivity
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", cases("subgroups"))
+def test_subgroups_match_metafor(case):
+    d = data(case["data"])
+    tab, test = models.subgroups(d.yi, d.vi, d[case["groups"]], method=case["method"])
+    tab = tab.set_index("group").loc[case["values"]["group"]]
+    cmp = Compare(case)
+    for name in ("k", "estimate", "se", "ci_lb", "ci_ub", "tau2", "QE"):
+        cmp(name, tab[name].to_numpy())
+    for name in ("Q_between", "df", "p"):
+        cmp(name, test[name])
+    cmp.done()
+
+
+@pytest.mark.parametrize("case", cases("regtest"))
+def test_egger_regression_test_matches_metafor(case):
+    d = data(case["data"])
+    eg = bias.egger_test(d.yi, d.vi, model=case["model"], method=case["method"] or "REML")
+    cmp = Compare(case)
+    for name in ("stat", "pval", "df", "slope", "limit", "limit_ci"):
+        cmp(name, getattr(eg, name))
+    cmp.done()
+
+
+@pytest.mark.parametrize("case", cases("trimfill"))
+def test_trimfill_matches_metafor(case):
+    d = data(case["data"])
+    tf = bias.trimfill(d.yi, d.vi, method=case["method"], estimator=case["estimator"])
+    v, cmp = case["values"], Compare(case)
+    assert tf.side == v["side"]
+    for name in ("k0", "se_k0", "p_k0", "yi_filled", "vi_filled"):
+        cmp(name, getattr(tf, name))
+    _coefficients(cmp, tf.fit)
+    cmp("k", tf.fit.k)
+    for name in ("tau2", "se_tau2", "QE"):
+        cmp(name, getattr(tf.fit, name))
+    cmp.done()
+
+
+@pytest.mark.parametrize("case", cases("leave1out"))
+def test_leave_one_out_matches_metafor(case):
+    d = data(case["data"]).assign(row=lambda x: np.arange(len(x)))
+    loo = bias.leave_one_out(d, "row", lambda sub: models.rma(sub.yi, sub.vi, method=case["method"]))
+    cmp = Compare(case)
+    names = ["estimate", "se", "pval", "ci_lb", "ci_ub", "QE", "I2", "H2"]
+    if case["method"] not in ("FE", "EE"):  # metafor has no tau^2 column for equal-effects fits
+        names.append("tau2")
+    for name in names:
+        cmp(name, loo[name].to_numpy())
+    cmp.done()
+
+
+@pytest.fixture(scope="module")
+def bcg() -> pd.DataFrame:
+    return data("bcg")
+
+
+@pytest.fixture(scope="module")
+def konst() -> pd.DataFrame:
+    return data("konstantopoulos2011")
+
+
+# ------------------------------------------------------------------------------------------------
+# cross-checks against statsmodels and hand computations
+# ------------------------------------------------------------------------------------------------
 def test_raw_difference_variance():
     yi, vi = effects.raw_difference([60.0], [40.0], [200])
     assert yi[0] == 20.0
@@ -240,106 +379,6 @@ def test_effects_table_imputes_or_drops_missing_n():
     assert out3["n_used"].tolist() == [100, 101, 100.5] and np.isfinite(out3["vi"]).all()
 
 
-# ------------------------------------------------------------------------------------------------
-# univariate models: BCG
-# ------------------------------------------------------------------------------------------------
-def test_bcg_reml_matches_metafor(bcg):
-    res = models.rma(bcg.yi, bcg.vi)  # rma.uni.html, rma(yi, vi, data=dat, method="REML")
-    assert res.estimate == approx(-0.7145)
-    assert res.se[0] == approx(0.1798)
-    assert res.stat[0] == approx(-3.9744)
-    assert (res.ci_lb[0], res.ci_ub[0]) == (approx(-1.0669), approx(-0.3622))
-    assert res.tau2 == approx(0.3132) and res.se_tau2 == approx(0.1664)
-    assert res.QE == approx(152.2330) and res.QE_df == 12
-    ci = res.confint()  # confint.rma.html
-    assert ci["I^2(%)"][0] == approx(92.2214)
-    assert ci["H^2"][0] == approx(12.8558)
-    assert ci["tau^2"][1:] == (approx(0.1197), approx(1.1115))
-    assert ci["tau"][1:] == (approx(0.3460), approx(1.0543))
-    # (b) metafor finds the bounds with uniroot's default tolerance, which moves I^2/H^2 by <0.005
-    assert ci["I^2(%)"][1:] == (approx(81.9177, 0.005), approx(97.6781, 0.005))
-    assert ci["H^2"][1:] == (approx(5.5303, 0.005), approx(43.0680, 0.005))
-    text = res.summary()
-    assert "Random-Effects Model (k = 13; tau^2 estimator: REML)" in text
-    assert "Q(df = 12) = 152.2330, p-val < .0001" in text and "-0.7145" in text
-
-
-def test_bcg_dl_and_fe_match_metafor(bcg):
-    # test_misc_metan_vs_rma.uni_with_dat.bcg.r (checked there against Stata's metan)
-    dl = models.rma(bcg.yi, bcg.vi, method="DL")
-    assert dl.estimate == approx(-0.7141) and dl.tau2 == approx(0.3088) and dl.I2 == approx(92.1173)
-    assert (dl.ci_lb[0], dl.ci_ub[0], dl.stat[0]) == (approx(-1.0644), approx(-0.3638), approx(-3.9952))
-    fe = models.rma(bcg.yi, bcg.vi, method="FE")
-    assert fe.estimate == approx(-0.4303) and fe.stat[0] == approx(-10.6247) and fe.QE == approx(152.2330)
-    assert (fe.ci_lb[0], fe.ci_ub[0]) == (approx(-0.5097), approx(-0.3509))
-
-
-def test_bcg_meta_regression_matches_metafor(bcg):
-    res = models.rma("yi", "vi", mods="ablat + year", data=bcg)  # rma.uni.html
-    assert res.tau2 == approx(0.1108) and res.se_tau2 == approx(0.0845)
-    assert res.QE == approx(28.3251) and res.QE_df == 10
-    assert res.R2 == approx(64.63, 0.005) and res.I2 == approx(71.98, 0.005)  # printed with 2 decimals
-    # (a) the intercept (|d b0 / d tau^2| ~ 60) and QM move in metafor's 4th digit with its 1e-5 stop rule
-    assert res.QM == pytest.approx(12.2043, rel=1e-4) and res.QM_p == approx(0.0022)
-    assert res.beta[0] == pytest.approx(-3.5455, rel=1e-4) and res.se[0] == pytest.approx(29.0959, rel=1e-4)
-    assert res.beta[1:] == pytest.approx([-0.0280, 0.0019], abs=A)
-    assert res.se[1:] == pytest.approx([0.0102, 0.0147], abs=A)
-    assert res.stat[1:] == pytest.approx([-2.7371, 0.1299], abs=A)
-    assert "Test of Moderators (coefficients 2,3):" in res.summary()
-
-
-def test_bcg_factor_moderator_and_subgroups_match_metafor(bcg):
-    res = models.rma("yi", "vi", mods="C(alloc)", data=bcg)  # rma.uni.html, mods = ~ factor(alloc)
-    assert res.tau2 == approx(0.3615) and res.QE == approx(132.3676) and res.QM == approx(1.7675)
-    assert res.beta == pytest.approx([-0.5180, -0.4478, 0.0890], abs=A)
-    tab, test = models.subgroups(bcg.yi, bcg.vi, bcg.alloc)
-    t = tab.set_index("group")
-    assert (t.loc["alternate", "estimate"], t.loc["alternate", "se"]) == (approx(-0.5408), approx(0.2816))
-    assert (t.loc["random", "estimate"], t.loc["random", "se"]) == (approx(-0.9710), approx(0.2760))
-    assert (t.loc["alternate", "tau2"], t.loc["random", "tau2"]) == (approx(0.1326), approx(0.3925))
-    assert t["QE"].sum() == approx(132.3676)  # within-subgroup Q values add up to QE
-    assert test["df"] == 2 and 0 <= test["p"] <= 1
-
-
-def test_cr1_robust_matches_metafor(bcg):
-    res = models.rma(bcg.yi, bcg.vi)
-    rob = models.robust(res, bcg.trial, type="CR1")  # test_misc_robust.r
-    assert rob.vb[0, 0] == pytest.approx(0.032106, abs=1e-6)
-    assert rob.vb[0, 0] * 12 / 13 == pytest.approx(0.029636, abs=1e-6)  # the unadjusted sandwich
-
-
-# ------------------------------------------------------------------------------------------------
-# estimators: CLASP (DerSimonian & Kacker 2007, Tables 3 and 4, as checked by metafor)
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def clasp():
-    return effects.log_odds_ratio(ai=[5, 5, 12, 69, 9, 313], n1i=[156, 303, 565, 1570, 103, 4659],
-                                  ci=[8, 17, 9, 94, 11, 352], n2i=[74, 303, 477, 1565, 105, 4650])
-
-
-@pytest.mark.parametrize(
-    "method, tau, mu, se",
-    [("PM", 0.3681, -0.3811, 0.2060), ("HE", 0.4410, -0.4035, 0.2327), ("DL", 0.2323, -0.3240, 0.1540),
-     ("REML", 0.1843, -0.2980, 0.1343), ("SJ", 0.4572, -0.4079, 0.2386)],
-)
-def test_tau2_estimators_match_metafor(clasp, method, tau, mu, se):
-    res = models.rma(*clasp, method=method)
-    assert math.sqrt(res.tau2) == approx(tau) and res.estimate == approx(mu) and res.se[0] == approx(se)
-
-
-def test_ml_estimator_reaches_the_boundary(clasp):
-    # metafor reports tau = 0.0023 for ML: its Fisher scoring stops (tau^2 change < 1e-5) next to the
-    # boundary. The ML maximum is at tau^2 = 0 — the log-likelihood is lower at metafor's value — and
-    # with tau^2 fixed at metafor's value we reproduce its estimate and SE.
-    y, v = clasp
-    res = models.rma(y, v, method="ML")
-    assert res.tau2 == 0.0
-    X = np.ones((6, 1))
-    assert models._loglik_uni(y, X, v, 0.0, reml=False) > models._loglik_uni(y, X, v, 0.0023**2, reml=False)
-    fixed = models.rma(y, v, tau2=0.0023**2)
-    assert fixed.estimate == approx(-0.1974) and fixed.se[0] == approx(0.0694)
-
-
 def test_dl_pm_and_hksj_agree_with_statsmodels(bcg):
     from statsmodels.stats.meta_analysis import combine_effects
 
@@ -352,112 +391,6 @@ def test_dl_pm_and_hksj_agree_with_statsmodels(bcg):
         kh = models.rma(bcg.yi, bcg.vi, method=ours, test="knha")
         assert kh.se[0] == pytest.approx(sm.sd_eff_w_re_hksj, abs=1e-8)  # Hartung-Knapp-Sidik-Jonkman
         assert kh.df == 12 and kh.pval[0] > res.pval[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# multilevel model: Konstantopoulos (2011)
-# ------------------------------------------------------------------------------------------------
-def test_two_level_matches_metafor(konst):
-    res = models.rma("yi", "vi", data=konst)  # Table 4 of the paper via metafor's test file
-    assert (res.estimate, res.se[0], res.tau2, res.se_tau2) == (
-        approx(0.1279), approx(0.0439), approx(0.0884), approx(0.0202))
-    assert res.confint()["tau^2"][1:] == (approx(0.0564), approx(0.1388))
-    mv = models.rma_mv("yi", "vi", random="~ 1 | study", data=konst)
-    assert mv.sigma2[0] == pytest.approx(res.tau2, abs=1e-8) and mv.estimate == pytest.approx(res.estimate, abs=1e-8)
-    mixed = models.rma("yi", "vi", data=konst.assign(yc=konst.year - konst.year.mean()), mods="yc")
-    assert mixed.beta == pytest.approx([0.1258, 0.0052], abs=A) and mixed.se == pytest.approx([0.0440, 0.0044], abs=A)
-    assert mixed.tau2 == approx(0.0889) and mixed.confint()["tau^2"][1:] == (approx(0.0560), approx(0.1376))
-
-
-def test_three_level_reml_matches_metafor(konst_ml):
-    res = konst_ml
-    # test_analysis_example_konstantopoulos2011.r ('restart' test prints 7-8 digits)
-    assert res.estimate == pytest.approx(0.1847132, abs=1e-6)
-    assert res.se[0] == pytest.approx(0.08455592, abs=1e-7)
-    assert res.sigma2 == pytest.approx([0.06506194, 0.03273652], abs=1e-7)
-    assert res.logLik == approx(-7.9587)
-    assert res.sigma2[0] / res.sigma2.sum() == approx(0.6653)
-    assert res.QE == approx(578.8640) and res.nlvls == [11, 56]
-    assert res.stat[0] == approx(2.1845) and (res.ci_lb[0], res.ci_ub[0]) == (approx(0.0190), approx(0.3504))
-    assert "sigma^2.2" in res.summary() and "district/study" in res.summary()
-
-
-def test_three_level_profile_cis_match_metafor(konst_ml):
-    ci = konst_ml.confint()  # confint.rma.html and the test file
-    assert ci["sigma^2.1"][1:] == (approx(0.0222), approx(0.2072))
-    assert ci["sigma.1"][1:] == (approx(0.1491), approx(0.4552))
-    assert ci["sigma^2.2"][1:] == (approx(0.0163), approx(0.0628))
-    assert ci["sigma.2"][1:] == (approx(0.1276), approx(0.2507))
-
-
-def test_three_level_ml_matches_metafor(konst):
-    res = models.rma_mv("yi", "vi", random="~ 1 | district/study", data=konst, method="ML")
-    assert res.estimate == approx(0.1845) and res.se[0] == approx(0.0805)
-    assert res.sigma2 == pytest.approx([0.0577, 0.0329], abs=A)
-    pr = res.predict()
-    assert (pr["pi_lb"], pr["pi_ub"]) == (approx(-0.4262), approx(0.7951))
-    reg = models.rma_mv("yi", "vi", random="~ 1 | district/study", method="ML",
-                        data=konst.assign(yc=konst.year - konst.year.mean()), mods="yc")
-    assert reg.beta == pytest.approx([0.1780, 0.0051], abs=A) and reg.se == pytest.approx([0.0805, 0.0085], abs=A)
-    assert reg.sigma2 == pytest.approx([0.0565, 0.0329], abs=A)
-
-
-def test_cluster_robust_cr1_and_cr2_match_metafor_and_clubsandwich(konst, konst_ml):
-    cr1 = models.robust(konst_ml, "district", type="CR1", data=konst)  # robust.html
-    assert cr1.se[0] == approx(0.0845) and cr1.tval[0] == approx(2.1859) and cr1.df[0] == 10
-    assert cr1.pval[0] == approx(0.0537) and (cr1.ci_lb[0], cr1.ci_ub[0]) == (approx(-0.0036), approx(0.3730))
-    cr2 = models.robust(konst_ml, "district", type="CR2", data=konst)  # robust(..., clubSandwich=TRUE)
-    assert cr2.se[0] == approx(0.0845) and cr2.tval[0] == approx(2.1870)
-    assert cr2.df[0] == approx(9.86, 0.005)  # (c) printed with two decimals
-    assert cr2.pval[0] == approx(0.0540) and (cr2.ci_lb[0], cr2.ci_ub[0]) == (approx(-0.0038), approx(0.3733))
-
-
-def test_cr2_reduces_to_hc2_for_independent_ols():
-    # one effect per cluster, equal variances, no heterogeneity: CR2 is the HC2 sandwich of OLS
-    import statsmodels.api as sm
-
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=12)
-    y = 0.5 + 0.3 * x + rng.normal(size=12)
-    fit = models.rma(y, np.ones(12), method="FE", mods=x)
-    rob = models.robust(fit, np.arange(12), type="CR2")
-    hc2 = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HC2")
-    assert np.sqrt(np.diag(rob.vb)) == pytest.approx(hc2.bse, rel=1e-10)
-
-
-# ------------------------------------------------------------------------------------------------
-# publication bias
-# ------------------------------------------------------------------------------------------------
-def test_egger_tests_match_metafor(egger):
-    d = egger.iloc[:15]  # regtest.html removes ISIS-4
-    lm = bias.egger_test(d.yi, d.vi, model="lm")
-    assert (lm.stat, lm.df, lm.pval) == (approx(-3.1783), 13, approx(0.0073))
-    assert lm.limit == approx(-0.1512) and lm.limit_ci == (approx(-0.5130), approx(0.2106))
-    me = bias.egger_test(d.yi, d.vi, model="rma")
-    assert (me.stat, me.pval) == (approx(-2.8062), approx(0.0050))
-    assert me.limit == approx(-0.1639) and me.limit_ci == (approx(-0.5681), approx(0.2402))
-    assert models.rma(d.yi, d.vi).estimate == approx(-0.8745)
-    full = bias.egger_test(egger.yi, egger.vi, model="rma")  # test_misc_pub_bias.r, all 16 trials
-    assert full.stat == approx(-4.6686)
-
-
-def test_trimfill_matches_metafor(bcg):
-    ee = bias.trimfill(bcg.yi, bcg.vi, method="EE")  # trimfill.html
-    assert (ee.k0, ee.side, ee.se_k0) == (4, "right", approx(2.3853))
-    assert ee.fit.k == 17 and ee.fit.QE == approx(262.7316)
-    assert (ee.fit.estimate, ee.fit.se[0], ee.fit.stat[0]) == (approx(-0.2910), approx(0.0383), approx(-7.6057))
-    assert (ee.fit.ci_lb[0], ee.fit.ci_ub[0]) == (approx(-0.3660), approx(-0.2160))
-    assert ee.yi_filled == pytest.approx([0.78929282, 0.85949921, 1.00333667, 1.03884624], abs=1e-8)
-    assert ee.vi_filled == pytest.approx([0.073024794, 0.020010032, 0.194581121, 0.223017248], abs=1e-9)
-    r0 = bias.trimfill(bcg.yi, bcg.vi, method="EE", estimator="R0")
-    assert (r0.k0, r0.se_k0, r0.p_k0) == (4, approx(3.1623), approx(0.0312))
-    re = bias.trimfill(bcg.yi, bcg.vi, method="REML")
-    assert (re.k0, re.side, re.se_k0) == (1, "right", approx(2.4528))
-    assert (re.fit.estimate, re.fit.se[0], re.fit.stat[0]) == (approx(-0.6571), approx(0.1785), approx(-3.6805))
-    assert (re.fit.tau2, re.fit.se_tau2, re.fit.QE) == (approx(0.3313), approx(0.1701), approx(154.6750))
-    # the "equal-random" approach: REML on the EE-filled data
-    er = models.rma(np.r_[bcg.yi, ee.yi_filled], np.r_[bcg.vi, ee.vi_filled])
-    assert (er.estimate, er.se[0], er.tau2) == (approx(-0.3422), approx(0.2223), approx(0.7164))
 
 
 def test_leave_one_out_and_funnel_data(konst):
@@ -479,8 +412,8 @@ def test_bad_inputs_raise_clear_errors(konst):
         models.rma([0.1, 0.2], [0.1, -0.1])
     with pytest.raises(ValueError, match="unknown method"):
         models.rma([0.1, 0.2], [0.1, 0.1], method="XYZ")
-    with pytest.raises(ValueError, match="'school' not found"):
-        models.rma_mv("yi", "vi", random="~ 1 | district/school", data=konst)
+    with pytest.raises(ValueError, match="'classroom' not found"):
+        models.rma_mv("yi", "vi", random="~ 1 | district/classroom", data=konst)
     with pytest.raises(ValueError, match="rank deficient"):
         models.rma("yi", "vi", data=konst.assign(a=1.0), mods="a")
 

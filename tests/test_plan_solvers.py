@@ -1,6 +1,7 @@
 """Plan / execute / tool conditions: exemplar plans are correct, known-correct plans for real items of
-GSM8K, GSM8K-Hard, FOLIO and ContextHub give the gold answers through the tool solver, and the solver
-generators make the right calls when driven by scripted responses."""
+GSM8K, GSM8K-Hard, FOLIO and ContextHub give the gold answers through the tool solver (these need the
+real data), and the solver generators make the right calls when driven by scripted responses (on items
+written here, so they run on a fresh clone)."""
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ from cotbench.solvers.base import Call, SolverOutput
 from cotbench.solvers.sandbox import Limits
 from cotbench.tasks.base import DataError
 from cotbench.types import Example, Response
+from conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 CH_CHOICES = ("True", "False", "N/A")
 
@@ -221,6 +223,17 @@ def gsm8k_hard_example(i: int) -> Example:
                    gold=_gold_number(row["target"]))
 
 
+# items written for the solver-flow tests (the plans they are driven with do not read the question)
+WRITTEN_GSM8K = Example(id="gsm8k/w0", dataset="gsm8k", answer_type="number", gold="18",
+                        question="A baker makes 24 rolls and sells 6 of them. How many rolls are left?")
+WRITTEN_FOLIO = Example(id="folio/w0", dataset="folio", answer_type="label", gold="True",
+                        question="Premises:\nAll turkeys are birds.\nTom is a turkey.\n\nConclusion: Tom is a bird.",
+                        metadata={"labels": ["True", "False", "Uncertain"], "conclusion": "Tom is a bird."})
+WRITTEN_CONTEXTHUB = Example(id="contexthub/deductive_l1/w0", dataset="contexthub/deductive_l1",
+                             answer_type="choice", gold="A", choices=CH_CHOICES,
+                             question="If it rains, the grass is wet. It rains. Is the grass wet?")
+
+
 def folio_example(i: int) -> Example:
     row = _jsonl_row("hf/folio/validation.jsonl", i)
     return Example(id=f"folio/{i}", dataset="folio", answer_type="label", gold=row["label"],
@@ -314,7 +327,7 @@ def test_exemplar_answers_cover_every_label():
 
 # ------------------------------------------------------------------------------------------ solver flows
 def test_plan_direct_makes_two_calls_and_returns_answer_text():
-    ex = gsm8k_example(0)
+    ex = WRITTEN_GSM8K
     plan = GSM8K_PLANS[0]
     calls, out = drive(P.plan_solver(ex, "plan_direct", {}, None), [fenced(plan), "The answer is 18."])
     assert [c.tag for c in calls] == ["plan", "answer"]
@@ -335,7 +348,7 @@ def test_plan_direct_makes_two_calls_and_returns_answer_text():
 
 
 def test_plan_cot_asks_for_step_by_step_execution():
-    ex = folio_example(9)
+    ex = WRITTEN_FOLIO
     task = type("T", (), {"name": "folio", "labels": ("True", "False", "Uncertain"), "max_tokens": {"cot": 600}})()
     code = FOLIO_PLANS[9][1]
     calls, out = drive(P.plan_solver(ex, "plan_cot", None, task),
@@ -348,7 +361,7 @@ def test_plan_cot_asks_for_step_by_step_execution():
 
 
 def test_plan_call_is_identical_across_the_three_settings():
-    ex = contexthub_example(*CONTEXTHUB_PLANS[0][:4])
+    ex = WRITTEN_CONTEXTHUB
     firsts = [next(P.plan_solver(ex, s, None, None)) for s in P.PLAN_SETTINGS]
     assert firsts[0] == firsts[1] == firsts[2]  # same request key: generated once, shared via the store
     assert "(A) True" in firsts[0].messages[-1]["content"]
@@ -368,7 +381,7 @@ def test_plan_call_is_identical_across_the_three_settings():
 ])
 def test_failed_tool_runs_are_recorded_and_unparseable(monkeypatch, response, status, method):
     monkeypatch.setitem(P.TOOL_LIMITS, "python", Limits(wall_s=2, cpu_s=1))
-    ex = gsm8k_example(0)
+    ex = WRITTEN_GSM8K
     calls, out = drive(P.plan_solver(ex, "plan_tool", None, None), [response])
     assert len(calls) == 1
     assert out.extraction.answer is None and out.extraction.method == method
@@ -378,10 +391,11 @@ def test_failed_tool_runs_are_recorded_and_unparseable(monkeypatch, response, st
 
 
 def test_tool_extra_has_the_documented_keys():
-    out = _tool_solve(gsm8k_example(3), GSM8K_PLANS[3])
+    out = _tool_solve(WRITTEN_GSM8K, GSM8K_PLANS[3])
     assert set(out.extra) == {"plan", "plan_format", "plan_parse", "plan_response", "tool", "calls"}
     assert set(out.extra["tool"]) == {"kind", "status", "answer", "value", "detail", "stdout", "stderr",
-                                      "duration_s", "isolation", "returncode", "mapped"}
+                                      "duration_s", "isolation", "returncode", "limits_in_force",
+                                      "limits_missing", "memory_peak_mb", "mapped"}
     assert out.extra["tool"]["kind"] == "python" and out.extra["tool"]["mapped"] == "540"
     json.dumps(out.extra)  # storable in samples.jsonl
 
@@ -429,7 +443,7 @@ def test_dataset_support_and_errors(tmp_path):
     with pytest.raises(ValueError, match="no plan prompt"):
         next(P.plan_solver(ex, "plan_tool", {}, None))
     with pytest.raises(ValueError, match="plan_solver handles"):
-        next(P.plan_solver(gsm8k_example(0), "fs_cot", {}, None))
+        next(P.plan_solver(WRITTEN_GSM8K, "fs_cot", {}, None))
     bad = tmp_path / "plan_bad.yaml"
     bad.write_text("tool: bash\nplan: x\n")
     with pytest.raises(DataError, match="plan_bad.yaml.*missing"):
@@ -441,7 +455,7 @@ def test_dataset_support_and_errors(tmp_path):
 def test_inline_plan_override_in_the_task_prompt():
     spec = P.load_plan_spec("plan_gsm8k")
     custom = dict(spec, exemplars=spec["exemplars"][:1])
-    calls = [next(P.plan_solver(gsm8k_example(1), "plan_tool", {"plan": custom}, None))]
+    calls = [next(P.plan_solver(WRITTEN_GSM8K, "plan_tool", {"plan": custom}, None))]
     assert len(calls[0].messages) == 3
 
 

@@ -50,11 +50,11 @@ def _check_rendered(spec, example, setting, rendered):
 
 
 @pytest.mark.parametrize("name", LOCAL)
-def test_every_task_renders_in_its_settings(name, hf_data):
+def test_every_task_renders_in_its_settings(name, loader_data):
     task = get_task(name)
     spec = load_prompt_file(task.prompt_file)
     assert task.fewshot == bool(spec.get("exemplars")), "few-shot flag must match the prompt file"
-    for ex in _first(name, str(hf_data)):
+    for ex in _first(name, str(loader_data)):
         for s in _settings(task):
             setting = SETTINGS[s]
             _check_rendered(spec, ex, setting, render(spec, ex, setting))

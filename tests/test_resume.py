@@ -1,5 +1,6 @@
-"""SIGKILL at random points of a real run (the CLI, the embedded model), rerun until it finishes:
-0 lost and 0 duplicated samples, and the final rerun calls the model only for what was not yet stored.
+"""SIGKILL at random points of a real run (the CLI, the embedded model, the default shared store, the tests'
+tiny mirror), rerun until it finishes: 0 lost and 0 duplicated samples, and the final rerun calls the
+model only for what was not yet stored.
 
 Kill points are drawn with a fixed seed: some by time (during start-up, model loading or the first
 generations), some by progress (right after the store reaches a random row count, plus a random delay).
@@ -23,14 +24,17 @@ REPO = Path(__file__).resolve().parents[1]
 N_ITEMS, SETTINGS = 8, ("zs_direct", "zs_cot")
 TOTAL = N_ITEMS * len(SETTINGS)
 KILLS = 5
-# llama.cpp's OpenMP threads sleep rather than spin: on a shared 2-core machine spinning threads made single
-# calls 10-50x slower (outputs are the same either way)
-ENV = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
 
 
-def command(hf_data: Path, out: Path) -> list[str]:
+def run_env() -> dict:
+    """The test's environment (its own XDG_CACHE_HOME, hence store). llama.cpp's OpenMP threads sleep rather
+    than spin: on a shared 2-core machine spinning threads made single calls 10-50x slower."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+
+
+def command(data: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "cotbench", "run", "--datasets", "gsm8k", "--settings", *SETTINGS,
-            "--limit", str(N_ITEMS), "--data-dir", str(hf_data), "--max-tokens-direct", "8",
+            "--limit", str(N_ITEMS), "--data-dir", str(data), "--max-tokens-direct", "8",
             "--max-tokens-cot", "24", "--out", str(out), "--no-progress"]
 
 
@@ -77,16 +81,16 @@ def kill_at_random_point(proc: subprocess.Popen, db: Path, rng: random.Random, m
     return f"killed ({mode}) with {len(stored_keys(db, readonly=False))} stored after {time.monotonic() - t0:.1f}s"
 
 
-def test_sigkill_at_random_points_then_resume(hf_data, tmp_path):
+def test_sigkill_at_random_points_then_resume(tiny_data, own_store, tmp_path):
     out = tmp_path / "run"
-    db = out / "store.sqlite"
-    cmd = command(hf_data, out)
+    db = own_store
+    cmd = command(tiny_data, out)
     rng = random.Random(20240923)
     history: list[str] = []
     seen: set[str] = set()
     finished = False
     for i in range(KILLS):
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=run_env())
         try:
             history.append(kill_at_random_point(proc, db, rng, "time" if i % 2 == 0 else "progress"))
         finally:
@@ -111,7 +115,7 @@ def test_sigkill_at_random_points_then_resume(hf_data, tmp_path):
 
     before_final = stored_keys(db, readonly=False)
     print("kills:", history, "| stored before the final rerun:", len(before_final))  # shown on failure / with -s
-    final = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=ENV)
+    final = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=run_env())
     assert final.returncode == 0, final.stderr[-3000:]
 
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

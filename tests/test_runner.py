@@ -31,9 +31,9 @@ def gold_answerer(examples):
     return answer
 
 
-def test_rounds_batch_cache_and_score(hf_data, tmp_path):
+def test_rounds_batch_cache_and_score(tiny_data, tmp_path):
     task = get_task("gsm8k")
-    exs = task.load(hf_data, limit=6)
+    exs = task.load(tiny_data, limit=6)
     backend = TableBackend(gold_answerer(exs))
     opts = RunOptions("table")
     store = Store(tmp_path / "s.sqlite")
@@ -47,9 +47,9 @@ def test_rounds_batch_cache_and_score(hf_data, tmp_path):
     assert stats2.calls_made == 0 and stats2.calls_cached == 24 and backend.stats.calls == 24
 
 
-def test_judge_calls_route_to_the_judge_backend(hf_data, tmp_path):
+def test_judge_calls_route_to_the_judge_backend(tiny_data, tmp_path):
     task = get_task("biggen_bench")
-    exs = task.load(hf_data, limit=3)
+    exs = task.load(tiny_data, limit=3)
     model = TableBackend(lambda r: "Final response: Paris is the capital.", model_id="model")
     judge = TableBackend(lambda r: "Feedback: adequate. [RESULT] 5" if "Score rubric" in r.messages[-1]["content"]
                          else "unexpected", model_id="judge")
@@ -80,7 +80,7 @@ def test_user_dataset_runs_without_code(tmp_path):
     assert [r["gold"] for r in first3] == ["B", "A", "C"] and all(r["correct"] for r in first3)
 
 
-def test_list_and_report_commands(capsys, hf_data, tmp_path):
+def test_list_and_report_commands(capsys, tiny_data, tmp_path):
     assert main(["list", "datasets"]) == 0
     listed = capsys.readouterr().out
     for name in ("gsm8k", "mmlu", "bbh", "musique", "biggen_bench", "contexthub", "gpqa", "winogrande"):
@@ -89,8 +89,8 @@ def test_list_and_report_commands(capsys, hf_data, tmp_path):
     models = capsys.readouterr().out
     assert "llama-3.1-70b-instruct" in models and "claude-3.5-sonnet" in models and "gemini-1.5-pro" in models
     cfg = build_config(None, {"datasets": ["mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 4,
-                              "data_dir": str(hf_data), "out": str(tmp_path), "progress": False})
-    exs = get_task("mmlu").load(hf_data, limit=4)
+                              "data_dir": str(tiny_data), "out": str(tmp_path), "progress": False})
+    exs = get_task("mmlu").load(tiny_data, limit=4)
     out = run(cfg, backend=TableBackend(gold_answerer(exs)))
     assert main(["report", str(out)]) == 0
     shown = capsys.readouterr().out
@@ -117,7 +117,7 @@ def test_summary_accuracy_se_cost_and_chance_credit():
     assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12
 
 
-def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, hf_data, tmp_path, capsys):
+def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
     """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
     import cotbench.harness as harness
     from cotbench.tasks.base import HubUnavailable
@@ -134,9 +134,56 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
                                          "m,gsm8k,mathematical,zs_cot,5,0.2,0.17,0.0,100\n")
         return out
 
+    import cotbench.harness_cli as harness_cli
+
     monkeypatch.delenv("COTBENCH_DATA_DIR", raising=False)
     monkeypatch.setattr(harness, "run", fake_run)
+    monkeypatch.setattr(harness_cli, "_fallback_data_dir", lambda: str(tiny_data))
     assert main(["run"]) == 0
-    assert seen == [None, str(hf_data)]
+    assert seen == [None, str(tiny_data)]
     err = capsys.readouterr()
     assert "using the local mirror" in err.err and "Full study" in err.out
+
+
+def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
+    """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
+    extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
+    from cotbench.runner import summarize
+
+    task = get_task("gsm8k")
+    exs = task.load(hf_data, limit=3)
+    golds = {ex.question: ex.gold for ex in exs}
+    backend = TableBackend(lambda req: "Let me think.\nSo the total is " + next(
+        g for q, g in golds.items() if q in req.messages[-1]["content"]))
+    opts = RunOptions("table")
+    units = build_units({task: exs}, ["zs_cot"], opts)
+    execute(units, backend, Store(tmp_path / "s.sqlite"), opts)
+    rows = [score_unit(u, "table") for u in units]
+    assert all(r.finish_reason == "stop" and r.correct for r in rows)
+    for r in rows:
+        assert {n: e["role"] for n, e in r.extractions.items()} == {
+            "number": "default", "number_strict": "strict", "number_flexible": "flexible"}
+        assert r.extractions["number"]["answer"] == r.extracted and not r.extractions["number_strict"]["correct"]
+    (line,) = summarize(rows)
+    assert line["accuracy"] == 1.0 and line["accuracy_strict"] == 0.0 and line["accuracy_flexible"] == 1.0
+
+
+def test_report_shows_strict_and_flexible_accuracy(tmp_path):
+    from rich.console import Console
+
+    from cotbench.report import print_summary
+
+    (tmp_path / "summary.csv").write_text(
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out,accuracy_strict,accuracy_flexible\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10,0.25,0.75\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    out = con.export_text()
+    header = next(line for line in out.splitlines() if "accuracy" in line)
+    assert "strict" in header and "flexible" in header and "25.0" in out and "75.0" in out
+    (tmp_path / "summary.csv").write_text(  # a run written before the columns existed
+        "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out\n"
+        "m,gsm8k,math,zs_cot,4,0.5,0.25,0.25,10\n", encoding="utf-8")
+    con = Console(record=True, width=200)
+    print_summary(tmp_path, con)
+    assert "strict" not in next(line for line in con.export_text().splitlines() if "accuracy" in line)

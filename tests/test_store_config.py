@@ -70,6 +70,13 @@ def test_yaml_and_flags_say_the_same(tmp_path):
     ("- a\n- b\n", "mapping"),
     ("limit: many\n", "limit"),
     ("settings: [zs_magic]\n", "unknown setting"),
+    ("temperature: hot\n", "option 'temperature' must be a number, got 'hot'"),
+    ('max_tokens_cot: "512"\n', "option 'max_tokens_cot' must be an integer or null, got '512'"),
+    ("chance_credit: maybe\n", "option 'chance_credit' must be true or false"),
+    ("seed: true\n", "option 'seed' must be an integer"),
+    ("datasets: [gsm8k, 7]\n", "option 'datasets' must be a list of strings"),
+    ("extra_body: [1, 2]\n", "option 'extra_body' must be a mapping or null"),
+    ("price_in: cheap\n", "option 'price_in' must be a number or null"),
 ])
 def test_bad_yaml_config_names_the_problem(tmp_path, text, needle):
     y = tmp_path / "bad.yaml"
@@ -77,3 +84,12 @@ def test_bad_yaml_config_names_the_problem(tmp_path, text, needle):
     with pytest.raises(ValueError, match=needle) as e:
         build_config(str(y), {})
     assert "bad.yaml" in str(e.value)
+
+
+def test_whole_numbers_for_float_options_make_the_same_request(tmp_path):
+    """`temperature: 1` in YAML and `--temperature 1` on the command line are one configuration and one key."""
+    y = tmp_path / "run.yaml"
+    y.write_text("temperature: 1\ntop_p: 1\n")
+    from_yaml, from_flag = build_config(str(y), {}), build_config(None, {"temperature": 1.0})
+    assert from_yaml.temperature == 1.0 and isinstance(from_yaml.temperature, float)
+    assert from_yaml.hash() == from_flag.hash()

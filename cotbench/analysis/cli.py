@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SECTIONS = ("gains", "equals", "significance", "selective", "plan", "published", "heads")
+SECTIONS = ("gains", "extractors", "equals", "significance", "selective", "plan", "published", "heads")
 
 
 def register(subparsers) -> None:
-    a = subparsers.add_parser("analyze", help="CoT gains, '=' split, significance, selective CoT, plan/tool tables",
+    a = subparsers.add_parser("analyze", help="CoT gains (per answer extractor too), '=' split, significance, "
+                                          "selective CoT, plan/tool tables",
                               description="Analyse finished run directories (samples.jsonl).")
     a.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     a.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -68,7 +69,7 @@ def _family(arg: str):
 
 
 def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
-    from cotbench.analysis import equals, gains, plan, published, selective, significance
+    from cotbench.analysis import equals, extractors, gains, plan, published, selective, significance
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
@@ -82,6 +83,16 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
         t["gains_by_dataset"] = ("CoT gain per dataset across models", gains.by_dataset(g))
         t["gains_by_group"] = ("CoT gain per category across models and datasets", gains.by_group(g))
         t["gains_by_group_model"] = ("CoT gain per category × model (mean of dataset gains)", gains.by_group_model(g))
+    if "extractors" in sections:
+        v = extractors.verdicts(df)
+        t["extractor_accuracy"] = (
+            "Accuracy and unparseable rate under each answer extractor: strict = only the prompt's answer format, "
+            "default = what 'correct' holds, flexible = also guesses; verdicts = stored / re-extracted (older rows, "
+            "read again from the response) / default only (every column is the stored 'correct')",
+            extractors.accuracy_table(v))
+        t["extractor_gains"] = ("CoT gain under each extractor, side by side; gain_spread = largest − smallest gain "
+                                "(how much the conclusion depends on parsing)",
+                                extractors.gains_table(v, shots, pool=args.pool_subtasks))
     if "equals" in sections:
         e = equals.equals_split(df, tuple(args.equals_datasets), shots, args.include_gold_in_equals,
                                 args.include_choices_in_equals)
@@ -165,6 +176,7 @@ def cmd_published(args) -> int:
     from cotbench.analysis import published as pub
     from cotbench.analysis.load import frame_from_rows
     from cotbench.analysis.report import render
+    from cotbench.types import SCHEMA_VERSION
 
     if args.file and len(args.config) != 1:
         raise ValueError("--file holds one config; pass exactly one --config with it")
@@ -181,11 +193,11 @@ def cmd_published(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(json.dumps({**r, "schema_version": SCHEMA_VERSION}, ensure_ascii=False) + "\n")
     df = frame_from_rows([{k: v for k, v in r.items() if k != "messages"} for r in rows])
     _summary(df).to_csv(out / "summary.csv", index=False)
     (out / "manifest.json").write_text(json.dumps({
-        "source": "published", "model": args.model, "configs": args.config,
+        "schema_version": SCHEMA_VERSION, "source": "published", "model": args.model, "configs": args.config,
         "origin": args.file or pub.hub_repo(args.model), "revision": args.revision, "scores": args.scores,
     }, indent=1), encoding="utf-8")
     summ.to_csv(out / "published_summary.csv", index=False)

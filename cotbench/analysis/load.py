@@ -3,6 +3,11 @@
 The sample table has one row per :class:`cotbench.types.SampleResult` plus a ``run`` column (the
 directory it came from). ``messages`` is dropped by default: few-shot prompts are large and no
 analysis needs them.
+
+Nothing is dropped or merged silently: a sample (model, dataset, setting, example, sample index) that
+appears twice, in one file or in two run directories, is an error naming both places, and a run whose
+``summary.csv`` counts a different n than its ``samples.jsonl`` holds is an error too. Files written by
+a newer cotbench (a higher ``schema_version``) are refused rather than misread.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from cotbench.tasks.base import DataError, iter_jsonl
-from cotbench.types import SampleResult
+from cotbench.types import SCHEMA_VERSION, SampleResult
 
 SAMPLE_FIELDS = [f.name for f in fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")
@@ -36,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "choices": None,
     "metadata": None,
     "extra": None,
+    "extractions": None,  # absent in rows written before per-extractor verdicts were stored
 }
 ID_COLS = ["model", "dataset", "setting", "example_id", "sample_index"]
 
@@ -48,14 +54,26 @@ def _coerce_bool(v: Any, where: str) -> bool:
     raise DataError(f"{where}: field 'correct' must be true/false, got {v!r}")
 
 
+def check_schema(obj: dict[str, Any], where: str) -> None:
+    """Accept files of this version or older (no field: written before versioning, version 1)."""
+    v = obj.get("schema_version", 1)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{where}: field 'schema_version' must be a positive integer, got {v!r}")
+    if v > SCHEMA_VERSION:
+        raise DataError(f"{where}: written with schema version {v}; this cotbench reads up to "
+                        f"{SCHEMA_VERSION} (upgrade cotbench to read it)")
+
+
 def read_samples(path: str | Path, keep_messages: bool = False) -> list[dict[str, Any]]:
     """Parse one samples.jsonl; a bad line or a missing field raises DataError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file (a run directory must contain samples.jsonl)")
     rows: list[dict[str, Any]] = []
+    seen: dict[tuple, int] = {}
     for n, obj in iter_jsonl(path):
         where = f"{path}: line {n}"
+        check_schema(obj, where)
         for name in REQUIRED:
             if obj.get(name) is None:
                 raise DataError(f"{where}: missing field {name!r}")
@@ -67,39 +85,73 @@ def read_samples(path: str | Path, keep_messages: bool = False) -> list[dict[str
         row["question"] = row["question"] or ""
         row["metadata"] = row["metadata"] or {}
         row["extra"] = row["extra"] or {}
+        row["extractions"] = row["extractions"] or {}
+        if not isinstance(row["extractions"], dict):
+            raise DataError(f"{where}: field 'extractions' must be an object, got {type(row['extractions']).__name__}")
         if row["parse_status"] not in ("ok", "unparseable"):
             raise DataError(f"{where}: field 'parse_status' must be 'ok' or 'unparseable', got {row['parse_status']!r}")
+        ident = tuple(row[c] for c in ID_COLS)
+        if ident in seen:
+            raise DataError(f"{where}: sample {_describe(ident)} already at line {seen[ident]}")
+        seen[ident] = n
         if not keep_messages:
             row.pop("messages")
         rows.append(row)
     return rows
 
 
+def _describe(ident: tuple) -> str:
+    return ", ".join(f"{c}={v!r}" for c, v in zip(ID_COLS, ident))
+
+
 def load_run(run_dir: str | Path, keep_messages: bool = False) -> pd.DataFrame:
-    """One run directory -> sample table."""
+    """One run directory -> sample table (checked against its summary.csv where there is one)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a directory (expected a run directory with samples.jsonl)")
+    if (run_dir / "manifest.json").is_file():
+        read_manifest(run_dir)  # its schema version
     df = frame_from_rows(read_samples(run_dir / "samples.jsonl", keep_messages))
     df["run"] = str(run_dir)
-    return _dedupe(df)
+    if (run_dir / "summary.csv").is_file():
+        check_counts(df, read_summary(run_dir), run_dir / "summary.csv")
+    return df
 
 
-def _dedupe(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep the last occurrence of each sample, so a resumed run that appended never double-counts."""
-    return df.drop_duplicates(subset=ID_COLS, keep="last").reset_index(drop=True)
+def check_counts(df: pd.DataFrame, summary: pd.DataFrame, where: Path) -> None:
+    """summary.csv's n per (model, dataset, setting) must be the number of sample rows: if a file was
+    edited or replaced, the two would otherwise report different numbers without a word."""
+    if "n" not in summary.columns:
+        return
+    have = df.groupby(["model", "dataset", "setting"]).size().to_dict()
+    said = {(str(r.model), str(r.dataset), str(r.setting)): int(r.n) for r in summary.itertuples()}
+    diff = {k: (said.get(k, 0), have.get(k, 0)) for k in set(have) | set(said) if said.get(k, 0) != have.get(k, 0)}
+    if diff:
+        shown = "; ".join(f"{m}/{d}/{s}: n={a} in summary.csv, {b} in samples.jsonl"
+                          for (m, d, s), (a, b) in sorted(diff.items())[:5])
+        raise DataError(f"{where}: disagrees with samples.jsonl ({shown}{' …' if len(diff) > 5 else ''})")
 
 
 def load_runs(run_dirs: Iterable[str | Path], keep_messages: bool = False) -> pd.DataFrame:
     """Several run directories -> one table.
 
-    A sample (model, dataset, setting, example, sample index) seen twice — a resumed run that
-    appended, or the same run passed twice — keeps its last occurrence (later directories win).
+    Each sample must come from one run: the same sample in two directories (the same run given twice,
+    or two runs of one model over the same items) is an error naming both, since keeping either would
+    change the numbers silently. Analyse such runs separately, or pass only one of them.
     """
-    frames = [load_run(d, keep_messages) for d in run_dirs]
-    if not frames:
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
         raise DataError("no run directories given")
-    return _dedupe(pd.concat(frames, ignore_index=True))
+    frames = [load_run(d, keep_messages) for d in dirs]
+    df = pd.concat(frames, ignore_index=True)
+    dup = df[df.duplicated(subset=ID_COLS, keep=False)]
+    if len(dup):
+        first = dup.groupby(ID_COLS, sort=False)["run"].apply(list).iloc[0]
+        ident = tuple(dup.iloc[0][c] for c in ID_COLS)
+        n = int(dup.duplicated(subset=ID_COLS).sum())
+        raise DataError(f"{n} sample(s) appear in more than one run, e.g. {_describe(ident)} in "
+                        f"{' and '.join(first)}; analyse these runs separately or pass only one of them")
+    return df
 
 
 def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -122,6 +174,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"{p}: invalid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a JSON object")
+    check_schema(obj, str(p))
     return obj
 
 

@@ -10,8 +10,8 @@ Each row holds, for each of ``zero_shot_direct``, ``zero_shot_cot``, ``few_shot_
 ``[invalid] - configuration was not run``; those cells are skipped.
 
 Rows become our sample table (settings zs_direct … fs_cot), re-extracted and re-scored with
-:func:`cotbench.extract.extract_answer` / :func:`cotbench.extract.score`; their verdicts are kept in
-``extra["published"]`` so :func:`disagreements` can show where the two scorings differ. Example ids
+:func:`cotbench.extract.extract_all` (every applicable extractor; the default one's verdict is
+``correct``); their verdicts are kept in ``extra["published"]`` so :func:`disagreements` can show where the two scorings differ. Example ids
 are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
 """
 from __future__ import annotations
@@ -202,7 +202,7 @@ def import_rows(rows: Iterable[dict[str, Any]], model: str, config: str, task_na
     ``parse_status="unparseable"`` and ``extract_method="unsupported:<error>"``; it is counted in
     :func:`disagreements` rather than silently dropped.
     """
-    from cotbench.extract import extract_answer, score
+    from cotbench.extract import default_extractor, extract_all
 
     task = resolve_task(config, task_name)
     out: list[dict[str, Any]] = []
@@ -228,12 +228,12 @@ def import_rows(rows: Iterable[dict[str, Any]], model: str, config: str, task_na
                 continue
             if not isinstance(resp, str):
                 raise DataError(f"{where}: field '{prefix}_model_response' is not a string")
-            try:
-                ext = extract_answer(resp, ex, tlabels)
-                correct = bool(score(ex, ext))
-                answer, method = ext.answer, ext.method
+            try:  # every applicable extractor; the default one's verdict is `correct`
+                exts = extract_all(resp, ex, tlabels)
+                chosen = exts[default_extractor(ex)]
+                answer, method, correct = chosen["answer"], chosen["method"], chosen["correct"]
             except (NotImplementedError, KeyError, ValueError) as e:
-                answer, method, correct = None, f"unsupported:{type(e).__name__}", False
+                answer, method, correct, exts = None, f"unsupported:{type(e).__name__}", False, {}
             msgs = _json_field(row, f"{prefix}_messages", where, None)
             out.append({
                 "model": model, "dataset": dataset, "group": group, "setting": setting,
@@ -251,6 +251,7 @@ def import_rows(rows: Iterable[dict[str, Any]], model: str, config: str, task_na
                     "parsed": _truthy(row.get(f"{prefix}_answer_was_parsed")),
                     "errored": _truthy(row.get(f"{prefix}_errored")),
                 }},
+                "extractions": exts,
             })
     return out
 

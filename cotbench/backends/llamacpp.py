@@ -110,6 +110,7 @@ class LlamaCppBackend:
             if "context" not in str(e).lower() and "exceed" not in str(e).lower():
                 raise
             self.stats.calls += 1
+            self.stats.note_refusal("context_overflow")
             return Response(text="", tokens_in=None, tokens_out=0, finish_reason="context_overflow",
                             latency_s=time.perf_counter() - t0)
         self.stats.calls += 1

@@ -5,6 +5,13 @@ Retries are ours, not the SDK's (``max_retries=0``), so each one is counted: exp
 full jitter on 429, 5xx, timeouts and dropped connections; other 4xx errors are not retried.
 A server that stays down raises :class:`BackendError` after ``max_retries``; everything finished
 before that is already committed by the runner, so the run resumes from there.
+
+A request the server refuses for what it *is* rather than for how the run is set up is that item's
+outcome, not the end of the run: a prompt longer than the model's context (HTTP 400, as OpenAI,
+vLLM, llama_cpp.server, Anthropic and Gemini word it) is recorded as ``finish_reason="context_overflow"``
+with empty text, as the in-process backend records it, and a prompt a content filter rejects as
+``"content_filter"``. Both are stored, unparseable and scored wrong. Every other 4xx (bad key, bad
+parameter, unknown model) concerns every request alike and stops the run.
 """
 from __future__ import annotations
 
@@ -12,12 +19,72 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
+from typing import Any
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
 from cotbench.types import Request, Response
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+ITEM_STATUS = {400, 413, 422}  # statuses with which servers refuse one request for its content
+OVERFLOW_CODES = {"context_length_exceeded", "string_above_max_length"}
+OVERFLOW_TEXT = re.compile(
+    r"context[ _](?:length|window)|maximum context|max_model_len|prompt is too long|input is too long"
+    r"|maximum input length|exceeds the maximum number of tokens", re.IGNORECASE)
+FILTER_CODES = {"content_filter", "content_policy_violation", "invalid_prompt"}
+
+
+def _error_parts(body: Any) -> tuple[str, str]:
+    """(code, message) from an error body: ``{"error": {...}}``, ``{...}`` or a plain string."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("code") or inner.get("type") or ""), str(inner.get("message") or inner)
+        return "", str(inner)
+    return "", "" if body is None else str(body)
+
+
+def item_outcome(status: int, body: Any, message: str = "") -> str | None:
+    """The finish reason to record when a refusal is about this one request, else None (pure)."""
+    if status not in ITEM_STATUS:
+        return None
+    code, text = _error_parts(body)
+    text = f"{text} {message}"
+    if code in OVERFLOW_CODES or OVERFLOW_TEXT.search(text):
+        return "context_overflow"
+    if code in FILTER_CODES:
+        return "content_filter"
+    return None
+
+
+def api_key(api_key_env: str | None, base_url: str | None) -> str:
+    """The key from ``api_key_env``; local servers (a ``base_url`` given) accept any, so "EMPTY" then.
+    Raises when the SDK is missing or a hosted endpoint would get no key."""
+    try:
+        import openai  # noqa: F401
+    except ImportError as e:  # pragma: no cover
+        raise BackendError("the openai package is not installed: pip install openai") from e
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    if not key and base_url is None:
+        raise BackendError(f"no API key: set the environment variable {api_key_env}" if api_key_env else
+                           "the openai backend needs --base-url (a local or hosted OpenAI-compatible server) "
+                           "or a model with an API key")
+    return key or "EMPTY"
+
+
+def chat_params(model_id: str, req: Request, allow_prefill: bool) -> dict:
+    """The chat-completions arguments for one request, as the SDK takes them. The synchronous and the
+    batch backend both build their calls here, so one request key always means one request sent."""
+    p = req.params
+    msgs = [dict(m) for m in req.messages]
+    if req.prefill and allow_prefill:
+        msgs.append({"role": "assistant", "content": req.prefill})
+    out = {"model": model_id, "messages": msgs, "max_tokens": p.max_tokens, "temperature": p.temperature,
+           "top_p": p.top_p, "stop": list(p.stop) or None, "seed": p.seed + req.sample_index}
+    if p.extra_body:  # server-specific sampling fields travel with each request (they are part of its key)
+        out["extra_body"] = json.loads(p.extra_body)
+    return out
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -32,18 +99,11 @@ class OpenAIBackend:
                  concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, revision: str = "",
                  allow_prefill: bool = False):
-        try:
-            import openai  # noqa: F401
-        except ImportError as e:  # pragma: no cover
-            raise BackendError("the openai package is not installed: pip install openai") from e
+        self._api_key = api_key(api_key_env, base_url)  # never logged or stored
         self.model_id = model_id
         self.revision = revision
         self.base_url = base_url
         self.api_key_env = api_key_env
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        if not key and base_url is None:
-            raise BackendError(f"no API key: set the environment variable {api_key_env}")
-        self._api_key = key or "EMPTY"  # local servers accept any key; never logged or stored
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -58,32 +118,16 @@ class OpenAIBackend:
                 "api_key_env": self.api_key_env, "concurrency": self.concurrency,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries}
 
-    def _messages(self, req: Request) -> list[dict]:
-        msgs = [dict(m) for m in req.messages]
-        if req.prefill and self.allow_prefill:
-            msgs.append({"role": "assistant", "content": req.prefill})
-        return msgs
-
-    @staticmethod
-    def _extra(extra_json: str) -> dict:
-        """Server-specific sampling fields travel with each request (they are part of its key)."""
-        return {"extra_body": json.loads(extra_json)} if extra_json else {}
-
     async def _one(self, client, req: Request, sem: asyncio.Semaphore) -> Response:
         import openai
 
-        p = req.params
         async with sem:
             attempt = 0
             while True:
                 t0 = time.perf_counter()
                 try:
                     out = await client.chat.completions.create(
-                        model=self.model_id, messages=self._messages(req), max_tokens=p.max_tokens,
-                        temperature=p.temperature, top_p=p.top_p, stop=list(p.stop) or None,
-                        seed=p.seed + req.sample_index, timeout=self.timeout_s,
-                        **self._extra(p.extra_body),
-                    )
+                        **chat_params(self.model_id, req, self.allow_prefill), timeout=self.timeout_s)
                     self.stats.calls += 1
                     choice = out.choices[0]
                     usage = out.usage
@@ -96,6 +140,12 @@ class OpenAIBackend:
                         retries=attempt,
                     )
                 except openai.APIStatusError as e:
+                    refused = item_outcome(e.status_code, e.body, e.message)
+                    if refused is not None:
+                        self.stats.calls += 1
+                        self.stats.note_refusal(refused)
+                        return Response(text="", tokens_in=None, tokens_out=0, finish_reason=refused,
+                                        latency_s=time.perf_counter() - t0, retries=attempt)
                     if e.status_code not in RETRY_STATUS:
                         raise BackendError(f"{self.model_id}: HTTP {e.status_code} (not retried): {e.message}") from None
                     reason = f"http_{e.status_code}"

@@ -17,7 +17,11 @@ from scipy import stats
 
 from cotbench.meta.models import RmaResult, _check_yv, rma
 
-__all__ = ["egger_test", "EggerResult", "trimfill", "TrimFillResult", "leave_one_out", "funnel_data"]
+__all__ = ["egger_test", "EggerResult", "trimfill", "TrimFillResult", "leave_one_out", "funnel_data",
+           "EGGER_MODELS", "TRIMFILL_ESTIMATORS"]
+
+EGGER_MODELS = ("rma", "lm")  # Egger test flavours egger_test() accepts
+TRIMFILL_ESTIMATORS = ("L0", "R0")  # estimators of the number of missing studies trimfill() accepts
 
 
 @dataclass
@@ -62,7 +66,7 @@ def egger_test(yi, vi, model: str = "rma", method: str = "REML", level: float = 
         lo, hi = fit.conf_int(alpha=1 - level / 100)[0]
         return EggerResult("lm", float(fit.tvalues[1]), int(fit.df_resid), float(fit.pvalues[1]),
                            float(fit.params[1]), float(fit.params[0]), (float(lo), float(hi)))
-    if model != "rma":
+    if model not in EGGER_MODELS:
         raise ValueError(f"model must be 'rma' or 'lm', got {model!r}")
     fit = rma(y, v, method=method, mods=sei, level=level)
     return EggerResult("rma", float(fit.stat[1]), None, float(fit.pval[1]), float(fit.beta[1]),
@@ -92,8 +96,8 @@ def trimfill(yi, vi, method: str = "REML", side: str | None = None, estimator: s
     """Duval & Tweedie trim-and-fill; ``method`` is used for the trimmed and the final fits."""
     y, v = _check_yv(yi, vi)
     estimator = estimator.upper()
-    if estimator not in ("L0", "R0"):
-        raise ValueError(f"estimator must be 'L0' or 'R0', got {estimator!r}")
+    if estimator not in TRIMFILL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(TRIMFILL_ESTIMATORS)}, got {estimator!r}")
     k = y.size
     if k < 3:
         raise ValueError(f"trim-and-fill needs at least 3 effects, got {k}")
@@ -145,7 +149,9 @@ def trimfill(yi, vi, method: str = "REML", side: str | None = None, estimator: s
 def leave_one_out(df, group: str, fit: Callable[[Any], Any]):
     """Refit leaving out each level of ``group`` (e.g. each paper) in turn.
 
-    ``fit`` takes a DataFrame and returns a fitted model with ``estimate``, ``se``, ``ci_lb``, ``ci_ub``.
+    ``fit`` takes a DataFrame and returns a fitted model with ``estimate``, ``se``, ``pval``, ``ci_lb`` and
+    ``ci_ub`` (of the first coefficient); the heterogeneity columns (tau2, QE, I2, H2, as metafor's
+    leave1out) are added when the fit has them.
     """
     import pandas as pd
 
@@ -157,8 +163,13 @@ def leave_one_out(df, group: str, fit: Callable[[Any], Any]):
         if sub.empty:
             continue
         res = fit(sub)
-        rows.append({group: lvl, "k": len(sub), "estimate": res.estimate, "se": float(np.ravel(res.se)[0]),
-                     "ci_lb": float(np.ravel(res.ci_lb)[0]), "ci_ub": float(np.ravel(res.ci_ub)[0])})
+        row = {group: lvl, "k": len(sub), "estimate": res.estimate}
+        for name in ("se", "pval", "ci_lb", "ci_ub"):
+            row[name] = float(np.ravel(getattr(res, name))[0])
+        for name in ("tau2", "QE", "I2", "H2"):
+            if hasattr(res, name):
+                row[name] = float(getattr(res, name))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cotbench.meta import db
-from cotbench.meta.schema import COLUMNS, SCREENING_COLUMNS
+from cotbench.meta.schema import ALL_COLUMNS, SCREENING_COLUMNS
 
 
 def register(subparsers) -> None:
@@ -20,17 +20,29 @@ def register(subparsers) -> None:
     v.add_argument("file", nargs="?", help="CSV to check (default: the shipped database and screening.csv)")
     v.add_argument("--screening", help="screening CSV to cross-check the effects file against")
     v.add_argument("--strict", action="store_true", help="treat warnings (empty title/venue/year) as errors")
+    mode = v.add_mutually_exclusive_group()
+    mode.add_argument("--staging", dest="staging", action="store_true", default=None,
+                      help="check as a staging file: the v2 columns (direct_shots ... pooled) are optional, with a "
+                           "warning (default for every file but the shipped database)")
+    mode.add_argument("--database", dest="staging", action="store_false",
+                      help="check as the database: the v2 columns are required (default for the shipped database)")
+    v.add_argument("--categories", help="dataset -> category map to enforce (default: "
+                                        "meta_analysis/dataset_categories.csv)")
     v.set_defaults(func=cmd_validate)
 
     q = sub.add_parser("query", help="filter and aggregate the database")
     q.add_argument("--file", help="effects CSV (default: the shipped database)")
     for name, hlp in (("category", "category id or study label"), ("dataset", "substring"), ("model", "substring"),
                       ("venue", "substring"), ("year", "publication year"), ("paper", "arXiv id / title substring"),
-                      ("origin", "literature or cotbench_run"), ("shots", "zero or few")):
+                      ("origin", "literature or cotbench_run"), ("shots", "zero or few"),
+                      ("split", "test, validation, dev, train or unknown")):
         q.add_argument(f"--{name}", nargs="+", help=f"{hlp}; several values or a comma list are OR-ed")
     q.add_argument("--group-by", choices=sorted(db.GROUP_COLUMNS), help="aggregate per group")
     q.add_argument("--agg", help=f"comma list of {', '.join(db.AGGREGATES)} (default n,mean,median when grouping)")
     q.add_argument("--value", default="delta", choices=("delta", "cot_score", "direct_score"))
+    q.add_argument("--include-pooled", action="store_true",
+                   help="let aggregates count pooled rows (averages of other rows of the same paper; left out by "
+                        "default so nothing is counted twice)")
     q.add_argument("--format", default="table", choices=("table", "csv", "json"))
     q.add_argument("--digits", type=int, default=2, help="decimals in table output")
     q.set_defaults(func=cmd_query)
@@ -64,6 +76,8 @@ def register(subparsers) -> None:
     m.add_argument("--screening", help="staging screening CSV to append to the screening file")
     m.add_argument("--screening-into", help="screening CSV to extend (default: meta_analysis/screening.csv)")
     m.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    m.add_argument("--categories", help="dataset -> category map to enforce (default: "
+                                        "meta_analysis/dataset_categories.csv)")
     m.set_defaults(func=cmd_merge)
 
     try:
@@ -76,7 +90,7 @@ def register(subparsers) -> None:
 
 
 def cmd_validate(args) -> int:
-    reports = db.validate(args.file, args.screening)
+    reports = db.validate(args.file, args.screening, staging=args.staging, categories=args.categories)
     bad = False
     for rep in reports:
         for line in rep.lines():
@@ -99,9 +113,16 @@ def cmd_validate(args) -> int:
 
 def cmd_query(args) -> int:
     df = db.load(args.file)
-    out = db.query(df, category=args.category, dataset=args.dataset, model=args.model, venue=args.venue,
-                   year=args.year, paper=args.paper, origin=args.origin, shots=args.shots,
-                   group_by=args.group_by, aggs=args.agg, value=args.value)
+    filters = dict(category=args.category, dataset=args.dataset, model=args.model, venue=args.venue,
+                   year=args.year, paper=args.paper, origin=args.origin, shots=args.shots, split=args.split)
+    out = db.query(df, **filters, group_by=args.group_by, aggs=args.agg, value=args.value,
+                   include_pooled=args.include_pooled)
+    if (args.group_by or args.agg) and not args.include_pooled:
+        # say what the aggregate left out, as fit and plot do, so a total never silently differs from the rows
+        rows = db.query(df, **filters)
+        n_pooled = int(rows["pooled"].sum()) if "pooled" in rows else 0
+        if n_pooled:
+            print(f"{n_pooled} pooled rows left out of the aggregates (--include-pooled keeps them)", file=sys.stderr)
     if args.format == "csv":
         sys.stdout.write(out.to_csv(index=False))
     elif args.format == "json":
@@ -131,7 +152,7 @@ def cmd_import_sheet(args) -> int:
         cmap = {r["Dataset"].strip(): r["Category"].strip() for _, r in t.rows}
     rows, rep = importers.import_study_sheet(args.source, venue=args.venue, shots=args.shots, metric=args.metric,
                                              scale=args.scale, source_url=args.source_url, category_map=cmap)
-    db.write_table(args.out, COLUMNS, rows)
+    db.write_table(args.out, ALL_COLUMNS, rows)
     _write_report(rep, args.report)
     print(f"wrote {len(rows)} rows to {args.out}; check with: cotbench meta validate {args.out}")
     return 0
@@ -146,7 +167,7 @@ def cmd_import_runs(args) -> int:
         k, v = item.split("=", 1)
         over[k] = v
     rows, rep = importers.import_runs(args.runs, category_overrides=over)
-    db.write_table(args.out, COLUMNS, rows)
+    db.write_table(args.out, ALL_COLUMNS, rows)
     _write_report(rep, args.report)
     print(f"wrote {len(rows)} rows to {args.out}; check with: cotbench meta validate {args.out}")
     return 0
@@ -156,7 +177,7 @@ def cmd_merge(args) -> int:
     into = Path(args.into) if args.into else db.default_path()
     canonical = db.read_table(into)
     staging = db.read_table(args.staging)
-    rows, rep = db.merge_effects(canonical, staging)
+    rows, rep = db.merge_effects(canonical, staging, categories=db.read_category_map(args.categories))
     for s in rep.skipped:
         print(f"skipped {s}", file=sys.stderr)
     print(f"{args.staging}: {rep.added} row(s) to add to {into}, {len(rep.skipped)} skipped as duplicates")

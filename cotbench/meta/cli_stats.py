@@ -143,7 +143,14 @@ def _prepare(args) -> tuple[Any, dict]:
             raise ValueError(f"effects table lacks column {col!r}")
     if "effect_id" not in df.columns:
         df = df.assign(effect_id=np.arange(len(df)))
-    return effects_table(df, rho=args.rho, missing_n=args.missing_n)
+    from cotbench.meta.db import without_pooled
+
+    kept = without_pooled(df, getattr(args, "include_pooled", False))
+    if kept.empty:
+        raise ValueError("every row is a pooled row; pass --include-pooled to analyse them")
+    out, info = effects_table(kept, rho=args.rho, missing_n=args.missing_n)
+    info["pooled_left_out"] = int(len(df) - len(kept))
+    return out, info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +213,11 @@ def _cmd_fit(args) -> int:
         raise ValueError(f"--multilevel fits by REML or ML, not {args.method}")
     note = (f"{info['rows']} effects; n_items imputed for {info['n_imputed']} (median of the same dataset), "
             f"dropped {info['dropped']}; sampling variances with rho = {info['rho']:g} "
-            f"({'conservative independent-proportions bound' if info['rho'] == 0 else 'paired approximation'})")
+            f"({'conservative independent-proportions bound' if info['rho'] == 0 else 'paired approximation'})"
+            + (f"; {info['pooled_left_out']} pooled rows left out (--include-pooled keeps them)"
+               if info.get("pooled_left_out") else ""))
+    if args.sensitivity and not args.by:
+        raise ValueError("--sensitivity compares subgroup estimates: give --by (e.g. --by category)")
     if args.mods:
         if args.by:
             raise ValueError("give either --by (subgroup fits) or --mods (one meta-regression), not both")
@@ -250,13 +261,19 @@ def _fit_subgroups(args, df, info: dict, method: str, note: str, out) -> None:
         study = {"categories": category_summary(df).to_dict(orient="records")}
         if df["category"].nunique() > 3:
             study["top3_vs_rest"] = top_k_vs_rest(df, k=3)
+    sens = None
+    if args.sensitivity:
+        from cotbench.meta.sensitivity import category_sensitivity
+
+        sens = category_sensitivity(df, by=args.by, multilevel=args.multilevel, method=method, cap=args.cap)
     if args.format == "json":
         _dump_json({"by": args.by, "multilevel": args.multilevel, "method": method,
                     "rows": tab.to_dict(orient="records"), "overall": overall,
-                    "moderator_test": test, "study_summary": study, "data": info}, out)
+                    "moderator_test": test, "study_summary": study, "data": info,
+                    **({"sensitivity": sens.to_dict()} if sens is not None else {})}, out)
         return
     if args.format == "csv":
-        full.to_csv(out, index=False)
+        (sens.table if sens is not None else full).to_csv(out, index=False)
         return
     kind = "multilevel (~ 1 | paper/effect)" if args.multilevel else "random-effects"
     out.write(f"Pooled CoT − direct (accuracy points) by {args.by}: {kind}, {method}"
@@ -281,6 +298,8 @@ def _fit_subgroups(args, df, info: dict, method: str, note: str, out) -> None:
             out.write(f"Top 3 ({', '.join(t3['top_categories'])}): paper-mean delta "
                       f"{t3['top']['paper_mean_delta']:.2f} vs {t3['rest']['paper_mean_delta']:.2f} for the rest "
                       f"(comparison means {t3['top']['mean_delta']:.2f} vs {t3['rest']['mean_delta']:.2f})\n")
+    if sens is not None:
+        out.write("\n" + sens.text())
     out.write(f"\n{note}\n")
 
 
@@ -361,6 +380,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(default 0: conservative independent-proportions bound)")
     p.add_argument("--missing-n", choices=("impute", "drop"), default="impute",
                    help="rows without n_items: impute the dataset's median n (default) or drop them")
+    p.add_argument("--include-pooled", action="store_true",
+                   help="keep pooled rows (averages of other rows of the same paper, e.g. BBH/MMLU averages); "
+                        "left out by default so no items count twice")
 
 
 def register(meta_subparsers) -> None:
@@ -372,6 +394,13 @@ def register(meta_subparsers) -> None:
     f.add_argument("--knha", action="store_true", help="Knapp-Hartung (univariate) / t-tests (multilevel)")
     f.add_argument("--mods", default=None, help="meta-regression formula, e.g. 'category + shots + year'")
     f.add_argument("--bias", action="store_true", help="also Egger's test, trim-and-fill, leave-one-paper-out")
+    f.add_argument("--sensitivity", action="store_true",
+                   help="with --by: refit each group leaving out one paper at a time, leaving out the largest "
+                        "paper, and with each paper's weight capped (--cap), to show whether one paper drives "
+                        "the estimates or their ranking (--format csv writes the sensitivity table)")
+    f.add_argument("--cap", type=float, default=0.2,
+                   help="largest share of a group's weight one paper may carry in the capped analysis "
+                        "(default 0.2; groups with fewer than 1/cap papers use equal paper shares)")
     f.add_argument("--format", choices=("table", "csv", "json"), default="table")
     _common(f)
     f.set_defaults(func=_cmd_fit)

@@ -18,8 +18,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from cotbench.meta.schema import (
-    CATEGORIES, COLUMNS, DECISIONS, DUPLICATE_KEY, METRIC_RE, ORIGINS, PAPER_ID_RE, SCREENING_COLUMNS, SHOTS,
-    category_id,
+    ARM_COLUMNS, BOOLS, CATEGORIES, COLUMNS, DECISIONS, DUPLICATE_KEY, MAP_COLUMNS, METRIC_RE, ORIGINS,
+    PAPER_ID_RE, SCREENING_COLUMNS, SHOTS, SPLITS, category_id,
 )
 from cotbench.tasks.base import DataError
 from cotbench.paths import data_dir
@@ -28,6 +28,7 @@ __all__ = [
     "Issue", "Report", "Table", "default_path", "default_screening_path", "read_table", "write_table",
     "validate_effects", "validate_screening", "cross_check", "validate", "load", "to_frame", "query",
     "AGGREGATES", "GROUP_COLUMNS", "MergeReport", "merge_effects", "merge_screening", "DELTA_TOL",
+    "CategoryMap", "default_categories_path", "read_category_map", "validate_category_map", "without_pooled",
 ]
 
 DELTA_TOL = 0.01
@@ -41,6 +42,18 @@ def default_path() -> Path:
 
 def default_screening_path() -> Path:
     return Path(os.environ.get("COTBENCH_META_SCREENING") or _META_DIR / "screening.csv")
+
+
+def default_categories_path() -> Path:
+    """The dataset -> category map: ``$COTBENCH_META_CATEGORIES`` or ``meta_analysis/dataset_categories.csv``."""
+    return Path(os.environ.get("COTBENCH_META_CATEGORIES") or _META_DIR / "dataset_categories.csv")
+
+
+def _is_default_db(path: str | os.PathLike) -> bool:
+    try:
+        return Path(path).resolve() == default_path().resolve()
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -164,20 +177,137 @@ def _missing_columns(table: Table, required: Sequence[str]) -> list[Issue]:
     return [Issue(1, c, "required column is missing from the header") for c in required if c not in table.header]
 
 
-def validate_effects(table: Table) -> Report:
-    """Check an effects table against the schema; every problem names the CSV line and column."""
+@dataclass(frozen=True)
+class CategoryMap:
+    """The dataset -> category map: one category per dataset spelling, with the map line for messages."""
+    path: str
+    entries: dict[str, tuple[str, int]]          # dataset -> (category, CSV line)
+
+    def category(self, dataset: str) -> str | None:
+        e = self.entries.get(dataset.strip())
+        return e[0] if e else None
+
+
+def validate_category_map(table: Table) -> Report:
+    """Check the map file itself: columns, a known category per line, each dataset listed once."""
+    rep = Report(table.path, "categories", len(table.rows))
+    rep.errors += _missing_columns(table, MAP_COLUMNS[:2])
+    if rep.errors:
+        return rep
+    seen: dict[str, int] = {}
+    for line, r in table.rows:
+        ds, cat = (r.get("dataset") or "").strip(), (r.get("category") or "").strip()
+        if not ds:
+            rep.errors.append(Issue(line, "dataset", "is empty"))
+        elif ds in seen:
+            rep.errors.append(Issue(line, "dataset", f"{ds!r} already mapped on line {seen[ds]}"))
+        else:
+            seen[ds] = line
+        if cat not in CATEGORIES:
+            hint = category_id(cat)
+            rep.errors.append(Issue(line, "category", f"{cat!r} is not one of the 14 category ids"
+                                    + (f" (did you mean {hint!r}?)" if hint else "")))
+    if rep.ok:
+        n = Counter((r.get("category") or "").strip() for _, r in table.rows)
+        rep.summary = (f"OK: {len(table.rows)} datasets mapped to {len(n)} categories ("
+                       + ", ".join(f"{c} {n[c]}" for c in CATEGORIES if n[c]) + ")")
+    return rep
+
+
+def read_category_map(path: str | os.PathLike | None = None) -> CategoryMap:
+    """Read and check the dataset -> category map; a broken map is a ``DataError`` naming its lines."""
+    p = Path(path) if path is not None else default_categories_path()
+    if not p.exists():
+        raise DataError(f"{p}: no such file (the dataset -> category map the validator enforces)")
+    table = read_table(p)
+    rep = validate_category_map(table)
+    if not rep.ok:
+        raise DataError(f"{p} is not a valid dataset map:\n" + "\n".join(rep.lines()[:20]))
+    return CategoryMap(str(p), {r["dataset"].strip(): (r["category"].strip(), line) for line, r in table.rows})
+
+
+def _check_arms(v: dict[str, str], staging: bool, err, warn) -> None:
+    """Matched-arms rule: both arms in one setting, equal to ``shots``/``k`` (codebook, issue #13)."""
+    arm: dict[str, object] = {}
+    for side in ("direct", "cot"):
+        sc, kc = f"{side}_shots", f"{side}_k"
+        if not v[sc]:
+            err(sc, "is empty (the arm's setting: 'zero' or 'few')")
+        elif v[sc] not in SHOTS:
+            err(sc, f"{v[sc]!r} is not 'zero' or 'few'")
+        else:
+            arm[sc] = v[sc]
+        k = _int(v[kc])
+        if k == "bad" or (isinstance(k, int) and k < 0):
+            err(kc, f"{v[kc]!r} is not a non-negative integer")
+            continue
+        if isinstance(k, int) and arm.get(sc) == "zero" and k > 0:
+            err(kc, f"zero-shot arm has {kc}={k}")
+        elif isinstance(k, int) and arm.get(sc) == "few" and k == 0:
+            err(kc, f"few-shot arm has {kc}=0")
+        arm[kc] = k if isinstance(k, int) and k > 0 else None
+    ds, cs = arm.get("direct_shots"), arm.get("cot_shots")
+    if ds and cs and ds != cs:
+        err("cot_shots", f"arms in different settings (direct {ds}-shot, CoT {cs}-shot): code the paper's "
+                         "matched pair or leave the row out (codebook: matched arms)")
+        return
+    dk, ck = arm.get("direct_k"), arm.get("cot_k")
+    if dk is not None and ck is not None and dk != ck:
+        err("cot_k", f"direct_k={dk} but cot_k={ck}: arms with different exemplar counts are not a matched pair")
+        return
+    shared = ds if ds and ds == cs else None
+    if shared and v["shots"] and v["shots"] in SHOTS and v["shots"] != shared:
+        err("shots", f"{v['shots']!r} but both arms are {shared}-shot (shots is the arms' shared setting)")
+    elif shared and not v["shots"]:
+        (warn if staging else err)("shots", f"is empty; both arms are {shared}-shot"
+                                   + (" (meta merge fills it)" if staging else ""))
+    k = _int(v["k"])
+    if not isinstance(k, int):
+        k = None
+    arm_k = {x for x in (dk, ck) if x is not None}
+    if k and arm_k and k not in arm_k:
+        err("k", f"k={k} but the arms give {'/'.join(map(str, sorted(arm_k)))} exemplars")
+    elif k and not arm_k:
+        (warn if staging else err)("k", f"k={k} but direct_k and cot_k are empty"
+                                   + (" (meta merge copies k to both)" if staging else ""))
+    elif not k and dk is not None and dk == ck:
+        (warn if staging else err)("k", f"is empty but both arms have {dk} exemplars"
+                                   + (" (meta merge fills it)" if staging else ""))
+
+
+def validate_effects(table: Table, categories: CategoryMap | None = None, *, staging: bool = False) -> Report:
+    """Check an effects table against the schema; every problem names the CSV line and column.
+
+    ``categories`` is the dataset map (default: :func:`read_category_map`); every literature row's
+    dataset must be in it with the row's category. ``staging=True`` (a coder's staging file) makes the
+    v2 columns (``ARM_COLUMNS``) optional with a warning, and an empty ``shots``/``k`` that merge can
+    fill a warning; in the database (``staging=False``) both are errors.
+    """
     rep = Report(table.path, "effects", len(table.rows))
     rep.errors += _missing_columns(table, COLUMNS)
     dup = [c for c, n in Counter(table.header).items() if n > 1]
     rep.errors += [Issue(1, c, "column appears more than once in the header") for c in dup]
+    absent = [c for c in ARM_COLUMNS if c not in table.header]
+    if absent and not staging:
+        rep.errors += _missing_columns(table, ARM_COLUMNS)
+    elif absent:
+        rep.warnings += [Issue(1, c, "column is missing (optional in a staging file, required by 'meta merge' "
+                                     "and in the database)") for c in absent]
     if rep.errors:
         return rep
+    if categories is None:
+        categories = read_category_map()
+    has_arms = not absent
     seen_ids: dict[str, int] = {}
     seen_keys: dict[tuple[str, ...], int] = {}
     for line, r in table.rows:
         err = lambda col, msg: rep.errors.append(Issue(line, col, msg))  # noqa: E731
-        v = {k: (r.get(k) or "").strip() for k in COLUMNS}
-        for col in ("effect_id", "paper_id", "dataset", "category", "model", "shots", "metric", "origin"):
+        warn = lambda col, msg: rep.warnings.append(Issue(line, col, msg))  # noqa: E731
+        v = {k: (r.get(k) or "").strip() for k in COLUMNS + (ARM_COLUMNS if has_arms else ())}
+        required = ["effect_id", "paper_id", "dataset", "category", "model", "metric", "origin"]
+        if not (staging and has_arms):
+            required.append("shots")
+        for col in required:
             if not v[col]:
                 err(col, "is empty")
         if v["effect_id"]:
@@ -192,6 +322,15 @@ def validate_effects(table: Table) -> Report:
             hint = category_id(v["category"])
             err("category", f"{v['category']!r} is not one of the 14 category ids"
                 + (f" (did you mean {hint!r}?)" if hint else f" ({', '.join(CATEGORIES)})"))
+        elif v["category"] and v["dataset"] and v["origin"] == "literature":
+            mapped = categories.entries.get(v["dataset"])
+            if mapped is None:
+                err("dataset", f"{v['dataset']!r} is not in the dataset map {categories.path}; add a line "
+                               f"'dataset,category,note' for it there (one category per dataset, by "
+                               f"categories.md), or use the spelling the map already has")
+            elif mapped[0] != v["category"]:
+                err("category", f"{v['category']!r} but the dataset map gives {mapped[0]!r} for "
+                                f"{v['dataset']!r} ({categories.path}:{mapped[1]})")
         if v["shots"] and v["shots"] not in SHOTS:
             err("shots", f"{v['shots']!r} is not 'zero' or 'few'")
         if v["origin"] and v["origin"] not in ORIGINS:
@@ -211,6 +350,15 @@ def validate_effects(table: Table) -> Report:
             err("k", f"zero-shot row has k={k}")
         elif isinstance(k, int) and v["shots"] == "few" and k == 0:
             err("k", "few-shot row has k=0")
+        if has_arms:
+            _check_arms(v, staging, err, warn)
+            if not v["split"]:
+                err("split", f"is empty (one of {', '.join(SPLITS)}; 'unknown' when the paper does not say)")
+            elif v["split"] not in SPLITS:
+                err("split", f"{v['split']!r} is not one of {', '.join(SPLITS)}")
+            if v["pooled"] not in BOOLS:
+                err("pooled", f"{v['pooled']!r} is not 'true' or 'false' (true: the row averages other rows "
+                              "of the same paper)")
         n = _int(v["n_items"])
         if n == "bad" or (isinstance(n, int) and n < 1):
             err("n_items", f"{v['n_items']!r} is not a positive integer")
@@ -242,7 +390,8 @@ def validate_effects(table: Table) -> Report:
             for col in ("title", "venue", "year"):
                 if not v[col]:
                     rep.warnings.append(Issue(line, col, "is empty"))
-        key = tuple(v[c] for c in DUPLICATE_KEY)
+        shots_key = v["shots"] or (v.get("direct_shots", "") if v.get("direct_shots") == v.get("cot_shots") else "")
+        key = tuple(shots_key if c == "shots" else v[c] for c in DUPLICATE_KEY)
         if all(key):
             if key in seen_keys:
                 err(None, f"duplicate comparison: same {'+'.join(DUPLICATE_KEY)} as line {seen_keys[key]}")
@@ -261,8 +410,14 @@ def _effects_summary(table: Table) -> str:
     with_n = sum(1 for r in rows if r["n_items"].strip())
     cat_txt = ", ".join(f"{c} {cats[c]}" for c in CATEGORIES if cats[c])
     org_txt = ", ".join(f"{o} {origins[o]}" for o in ORIGINS if origins[o])
+    extra = ""
+    if "pooled" in table.header:
+        pooled = sum(1 for r in rows if r["pooled"].strip() == "true")
+        splits = Counter(r["split"].strip() for r in rows)
+        extra = (f"; {pooled} pooled rows (left out of default analyses); splits: "
+                 + ", ".join(f"{s} {splits[s]}" for s in SPLITS if splits[s]))
     return (f"OK: {len(rows)} comparisons from {len(papers)} papers/runs in {len(cats)} of {len(CATEGORIES)} "
-            f"categories ({org_txt}); {with_n} rows give n_items.\n  by category: {cat_txt}")
+            f"categories ({org_txt}); {with_n} rows give n_items{extra}.\n  by category: {cat_txt}")
 
 
 def validate_screening(table: Table) -> Report:
@@ -322,10 +477,13 @@ def cross_check(effects: Table, screening: Table) -> list[Issue]:
     return issues
 
 
-def validate(path: str | os.PathLike | None = None, screening: str | os.PathLike | None = None) -> list[Report]:
-    """Validate an effects or screening CSV (recognised by its header).
+def validate(path: str | os.PathLike | None = None, screening: str | os.PathLike | None = None, *,
+             staging: bool | None = None, categories: str | os.PathLike | None = None) -> list[Report]:
+    """Validate an effects, screening or dataset-map CSV (recognised by its header).
 
     With no path, checks the shipped ``cot_effects.csv`` and ``screening.csv`` and cross-checks them.
+    ``staging`` (default: every file but the shipped database) relaxes the v2 columns to warnings.
+    ``categories`` is the dataset map to enforce (default: the shipped ``dataset_categories.csv``).
     Returns one report per file; a cross-check problem is added to the effects report.
     """
     if path is None:
@@ -336,7 +494,11 @@ def validate(path: str | os.PathLike | None = None, screening: str | os.PathLike
     reports = []
     if "decision" in table.header and "cot_score" not in table.header:
         return [validate_screening(table)]
-    eff = validate_effects(table)
+    if set(MAP_COLUMNS[:2]) <= set(table.header) and "cot_score" not in table.header:
+        return [validate_category_map(table)]
+    if staging is None:
+        staging = not _is_default_db(path)
+    eff = validate_effects(table, read_category_map(categories), staging=staging)
     reports.append(eff)
     if screening is not None:
         st = read_table(screening)
@@ -368,6 +530,18 @@ def to_frame(table: Table) -> pd.DataFrame:
     df["category"] = pd.Categorical(df["category"].str.strip(), categories=list(CATEGORIES))
     df["shots"] = pd.Categorical(df["shots"].str.strip(), categories=list(SHOTS))
     df["origin"] = pd.Categorical(df["origin"].str.strip(), categories=list(ORIGINS))
+    # v2 columns; a pre-v2 file (validated with warnings) gets the values its ``shots``/``k`` claim.
+    for side in ("direct", "cot"):
+        if f"{side}_shots" not in df:
+            df[f"{side}_shots"] = df["shots"].astype("string")
+            df[f"{side}_k"] = df["k"]
+        else:
+            df[f"{side}_k"] = pd.to_numeric(df[f"{side}_k"].replace("", None), errors="coerce").astype("Int64")
+        df[f"{side}_shots"] = pd.Categorical(df[f"{side}_shots"].astype("string").str.strip(),
+                                             categories=list(SHOTS))
+    split = df["split"].astype("string").str.strip() if "split" in df else ["unknown"] * len(df)
+    df["split"] = pd.Categorical(split, categories=list(SPLITS))
+    df["pooled"] = (df["pooled"].astype("string").str.strip() == "true").astype(bool) if "pooled" in df else False
     df.insert(0, "csv_line", pd.array([line for line, _ in table.rows], dtype="Int64"))
     return df
 
@@ -380,7 +554,7 @@ def load(path: str | os.PathLike | None = None, *, check: bool = True) -> pd.Dat
     """
     table = read_table(path if path is not None else default_path())
     if check:
-        rep = validate_effects(table)
+        rep = validate_effects(table, staging=not _is_default_db(table.path))
         if not rep.ok:
             shown = rep.lines()[:20]
             more = f"\n... and {len(rep.errors) - 20} more" if len(rep.errors) > 20 else ""
@@ -393,8 +567,18 @@ def load(path: str | os.PathLike | None = None, *, check: bool = True) -> pd.Dat
 
 GROUP_COLUMNS = {"category": "category", "paper": "paper_id", "model": "model", "dataset": "dataset",
                  "venue": "venue", "year": "year", "shots": "shots", "origin": "origin",
-                 "model_family": "model_family", "metric": "metric"}
+                 "model_family": "model_family", "metric": "metric", "split": "split", "pooled": "pooled"}
 AGGREGATES = ("n", "papers", "mean", "median", "std", "min", "max")
+
+
+def without_pooled(df: pd.DataFrame, include_pooled: bool = False) -> pd.DataFrame:
+    """The rows default analyses use: ``pooled`` rows (averages of other rows of the same paper, which
+    would count the same items twice and mix categories) are left out unless ``include_pooled``."""
+    if include_pooled or "pooled" not in df:
+        return df
+    pooled = df["pooled"].astype("string").str.lower().isin(["true", "1"]) if df["pooled"].dtype != bool \
+        else df["pooled"]
+    return df[~pooled.fillna(False).astype(bool)]
 
 
 def _match_any(series: pd.Series, needles: Sequence[str]) -> pd.Series:
@@ -414,13 +598,16 @@ def _split(values: Sequence[str] | str | None) -> list[str]:
 
 
 def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=None, year=None, paper=None,
-          origin=None, shots=None, group_by: str | None = None, aggs: Sequence[str] | str | None = None,
-          value: str = "delta") -> pd.DataFrame:
+          origin=None, shots=None, split=None, group_by: str | None = None,
+          aggs: Sequence[str] | str | None = None, value: str = "delta",
+          include_pooled: bool = False) -> pd.DataFrame:
     """Filter the database and optionally aggregate ``value`` per group.
 
     Text filters (dataset, model, venue, paper) are case-insensitive substrings, several values OR-ed;
     ``paper`` matches the id or the title. Category accepts our ids or the study's labels. Without
-    ``group_by`` and ``aggs`` the matching rows are returned; with ``aggs`` only, one overall row.
+    ``group_by`` and ``aggs`` the matching rows are returned (pooled rows included, marked in the
+    ``pooled`` column); with ``aggs`` only, one overall row. Aggregates leave out ``pooled`` rows
+    (averages of other rows of the same paper, which would count twice) unless ``include_pooled``.
     """
     if value not in ("delta", "cot_score", "direct_score"):
         raise ValueError(f"value must be delta, cot_score or direct_score, got {value!r}")
@@ -448,7 +635,7 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
         except ValueError:
             raise ValueError(f"--year expects integers, got {', '.join(yvals)}") from None
         m &= df["year"].isin(years).fillna(False).astype(bool)
-    for col, vals, vocab in (("origin", origin, ORIGINS), ("shots", shots, SHOTS)):
+    for col, vals, vocab in (("origin", origin, ORIGINS), ("shots", shots, SHOTS), ("split", split, SPLITS)):
         vs = _split(vals)
         bad = [x for x in vs if x not in vocab]
         if bad:
@@ -462,8 +649,9 @@ def query(df: pd.DataFrame, *, category=None, dataset=None, model=None, venue=No
         raise ValueError(f"unknown aggregate {bad[0]!r}; choose from {', '.join(AGGREGATES)}")
     if group_by is None and not agg_list:
         cols = ["effect_id", "paper_id", "dataset", "category", "model", "shots", "metric",
-                "direct_score", "cot_score", "delta", "n_items"]
-        return sub[cols].reset_index(drop=True)
+                "direct_score", "cot_score", "delta", "n_items", "split", "pooled"]
+        return sub[[c for c in cols if c in sub]].reset_index(drop=True)
+    sub = without_pooled(sub, include_pooled)
     agg_list = agg_list or ["n", "mean", "median"]
     if group_by is not None and group_by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group by {group_by!r}; choose from {', '.join(GROUP_COLUMNS)}")
@@ -504,14 +692,37 @@ def _next_id(ids: Iterable[str], prefix: str = "E") -> int:
     return max(nums, default=0) + 1
 
 
-def merge_effects(canonical: Table, staging: Table, prefix: str = "E") -> tuple[list[dict[str, str]], MergeReport]:
+def _fill_shared_setting(r: dict[str, str]) -> dict[str, str]:
+    """``shots``/``k`` repeat the arms' shared setting; fill them (or the arm k's) where one side is empty."""
+    new = dict(r)
+    ds, cs = new.get("direct_shots", "").strip(), new.get("cot_shots", "").strip()
+    if not new.get("shots", "").strip() and ds and ds == cs:
+        new["shots"] = ds
+    dk, ck, k = (new.get(c, "").strip() for c in ("direct_k", "cot_k", "k"))
+    if not k and dk and dk == ck:
+        new["k"] = dk
+    elif k and not dk and not ck:
+        new["direct_k"] = new["cot_k"] = k
+    return new
+
+
+def merge_effects(canonical: Table, staging: Table, prefix: str = "E",
+                  categories: CategoryMap | None = None) -> tuple[list[dict[str, str]], MergeReport]:
     """Append a validated staging table to the canonical one.
 
-    Staging rows keep every value except ``effect_id``, which continues the canonical numbering. A staging
-    row that duplicates a canonical comparison (same paper, dataset, model, shots and metric) is skipped
-    and reported, never overwritten.
+    Staging rows keep every value except ``effect_id``, which continues the canonical numbering, and an
+    empty ``shots``/``k`` (or arm k's), which are filled from the arms' shared setting. The staging file
+    must carry the v2 columns and pass the dataset map. A staging row that duplicates a canonical
+    comparison (same paper, dataset, model, shots and metric) is skipped and reported, never
+    overwritten. The merged table is validated as a database before it is returned.
     """
-    for t, rep in ((canonical, validate_effects(canonical)), (staging, validate_effects(staging))):
+    absent = [c for c in ARM_COLUMNS if c not in staging.header]
+    if absent:
+        raise DataError(f"{staging.path}:1: the staging file lacks the column(s) {', '.join(absent)}, which the "
+                        "database requires (codebook: direct_shots, direct_k, cot_shots, cot_k, split, pooled)")
+    categories = categories if categories is not None else read_category_map()
+    for t, staged in ((canonical, False), (staging, True)):
+        rep = validate_effects(t, categories, staging=staged)
         if not rep.ok:
             raise DataError(f"{t.path} does not validate; fix it before merging:\n" + "\n".join(rep.lines()[:20]))
     header = list(canonical.header) + [c for c in staging.header if c not in canonical.header]
@@ -521,12 +732,12 @@ def merge_effects(canonical: Table, staging: Table, prefix: str = "E") -> tuple[
     width = max(4, len(str(nxt + len(staging.rows))))
     rep = MergeReport()
     for line, r in staging.rows:
-        key = tuple(r[c].strip() for c in DUPLICATE_KEY)
+        new = _fill_shared_setting(r)
+        key = tuple(new[c].strip() for c in DUPLICATE_KEY)
         if key in keys:
             rep.skipped.append(f"{staging.path}:{line}: same comparison as {canonical.path}:{keys[key]} "
                                f"({' / '.join(key)})")
             continue
-        new = dict(r)
         new_id = f"{prefix}{nxt:0{width}d}"
         rep.renumbered[r["effect_id"]] = new_id
         new["effect_id"] = new_id
@@ -534,7 +745,13 @@ def merge_effects(canonical: Table, staging: Table, prefix: str = "E") -> tuple[
         out.append(new)
         keys[key] = -1
         rep.added += 1
-    return [{c: r.get(c, "") for c in header} for r in out], rep
+    rows = [{c: r.get(c, "") for c in header} for r in out]
+    merged = Table(f"{canonical.path} (merged)", header, [(i + 2, r) for i, r in enumerate(rows)])
+    check = validate_effects(merged, categories, staging=False)
+    if not check.ok:
+        raise DataError("the merged database would not validate (line numbers of the merged file):\n"
+                        + "\n".join(check.lines()[:20]))
+    return rows, rep
 
 
 def merge_screening(canonical: Table, staging: Table) -> tuple[list[dict[str, str]], list[str]]:

@@ -6,7 +6,7 @@
 * ``import_runs``: cotbench run directories (``summary.csv``; ``manifest.json`` when present). Each
   model x dataset with both arms of a setting pair (zs_direct/zs_cot, fs_direct/fs_cot) becomes a row.
 
-Both return ``(rows, ImportReport)``; rows are dicts over ``COLUMNS`` ready for ``write_table``.
+Both return ``(rows, ImportReport)``; rows are dicts over ``ALL_COLUMNS`` ready for ``write_table``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from cotbench.meta.schema import CATEGORIES, COLUMNS, STUDY_SHEET_URL, category_id
+from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
 from cotbench.tasks.base import DataError
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
@@ -233,6 +233,9 @@ def map_study_sheet(df: pd.DataFrame, where: str, *, venue: str = "", shots: str
             "dataset": dataset, "category": cat, "model": model, "model_family": "", "shots": row_shots, "k": "",
             "metric": row_metric, "cot_score": round(c, 4), "direct_score": round(d, 4), "delta": delta,
             "n_items": n_items, "origin": "literature", "coder_notes": "; ".join(notes),
+            # the sheet states one setting per row; per-arm settings and the split are not in it
+            "direct_shots": row_shots, "cot_shots": row_shots, "direct_k": "", "cot_k": "", "split": "unknown",
+            "pooled": "false",
         })
     for j, row in enumerate(rows, 1):
         row["effect_id"] = f"S{j:04d}"
@@ -298,9 +301,14 @@ def _manifest(run: Path) -> dict:
     if not p.exists():
         return {}
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        man = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: unreadable manifest ({e})") from None
+    from cotbench.analysis.load import check_schema
+
+    if isinstance(man, dict):
+        check_schema(man, str(p))
+    return man
 
 
 def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str, str] | None = None
@@ -379,6 +387,11 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
                     "source_url": str(run), "dataset": dataset, "category": cat, "model": model,
                     "model_family": "", "shots": shots,
                     "k": (k_cfg if shots == "few" and isinstance(k_cfg, int) and k_cfg > 0 else ""),
+                    # a run pairs zs_direct/zs_cot and fs_direct/fs_cot with the same fewshot_k
+                    "direct_shots": shots, "cot_shots": shots,
+                    "direct_k": (k_cfg if shots == "few" and isinstance(k_cfg, int) and k_cfg > 0 else ""),
+                    "cot_k": (k_cfg if shots == "few" and isinstance(k_cfg, int) and k_cfg > 0 else ""),
+                    "split": "unknown", "pooled": "false",
                     "metric": "accuracy", "cot_score": c, "direct_score": d, "delta": round(c - d, 4),
                     "n_items": n_items, "origin": "cotbench_run", "coder_notes": "; ".join(notes),
                 })
@@ -394,4 +407,4 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
     for j, row in enumerate(rows, 1):
         row["effect_id"] = f"R{j:04d}"
     rep.kept = len(rows)
-    return [{c: r.get(c, "") for c in COLUMNS} for r in rows], rep
+    return [{c: r.get(c, "") for c in ALL_COLUMNS} for r in rows], rep

@@ -13,8 +13,9 @@ are importable from here.
 
 The formulas follow the metafor documentation and the papers it cites (DerSimonian & Laird 1986;
 Paule & Mandel 1982; Sidik & Jonkman 2005; Viechtbauer 2005, 2007; Knapp & Hartung 2003;
-Pustejovsky & Tipton 2018). Agreement with metafor's published output is checked in
-``tests/test_meta_stats.py``.
+Pustejovsky & Tipton 2018). ``tests/test_meta_stats.py`` checks every estimator, with and without
+moderators, against values computed with metafor itself (``tests/reference/make_metafor.R`` writes
+``tests/reference/metafor.json``).
 """
 from __future__ import annotations
 
@@ -186,8 +187,21 @@ def _reml_traces(X, w) -> tuple[float, float]:
     return trP, trPP
 
 
-def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter: int = 500) -> tuple[float, int]:
-    """ML/REML tau^2 by Fisher scoring with step halving and truncation at zero (as metafor does)."""
+def _ll_dropped(ll_new: float, ll: float) -> bool:
+    """Whether a step lowered the log-likelihood by more than round-off.
+
+    Near the maximum the gain of a Fisher step is below the precision of the log-determinants, so the
+    step-halving safeguard must not read that noise as a failed step (it would stall short of the root).
+    """
+    return ll_new < ll - 1e-10 * (1 + abs(ll))
+
+
+def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter: int = 1000) -> tuple[float, int]:
+    """ML/REML tau^2 by Fisher scoring with truncation at zero (as metafor) and step halving as a safeguard.
+
+    Converged when the full Fisher step is below ``tol`` (relative), i.e. at a root of the score equation
+    (or at tau^2 = 0 with the score pointing below it).
+    """
     tau2 = max(0.0, start)
     ll = _loglik_uni(y, X, v, tau2, reml)
     for it in range(1, maxiter + 1):
@@ -198,17 +212,16 @@ def _tau2_fisher(y, X, v, reml: bool, start: float, tol: float = 1e-12, maxiter:
             step = (np.sum((w * r) ** 2) - trP) / trPP
         else:
             step = (np.sum(w * w * r * r) - np.sum(w)) / np.sum(w * w)
+        if abs(step) <= tol * (1 + tau2) or (tau2 == 0 and step <= 0):
+            return tau2, it
         t = 1.0
         while True:
             new = max(0.0, tau2 + t * step)
             ll_new = _loglik_uni(y, X, v, new, reml)
-            if ll_new >= ll - 1e-12 or t < 1e-10:
+            if not _ll_dropped(ll_new, ll) or t < 1e-10:
                 break
             t /= 2
-        done = abs(new - tau2) <= tol * (1 + tau2)
         tau2, ll = new, ll_new
-        if done:
-            return tau2, it
     raise RuntimeError(f"{'REML' if reml else 'ML'} estimation of tau^2 did not converge in {maxiter} iterations")
 
 
@@ -223,33 +236,55 @@ def _tau2_pm(y, X, v) -> float:
     return float(optimize.brentq(lambda t: _qgen(y, X, v, t) - target, 0.0, hi, xtol=1e-14, rtol=1e-14))
 
 
+def _proj(X, w) -> np.ndarray:
+    """P = W - WX(X'WX)^-1X'W for diagonal weights w (the k x k residual projector of a weighted fit)."""
+    XtW = X.T * w
+    return np.diag(w) - XtW.T @ linalg.solve(XtW @ X, XtW)
+
+
+def _qform_se(P, v, tau2) -> float:
+    """SD of the quadratic form y'Py when y ~ N(Xb, diag(v) + tau2 I) and PX = 0.
+
+    Var(y'Py) = 2 tr(PMPM) with M = V + tau2 I, i.e. 2 tr(PVPV) + 4 tau2 tr(PVP) + 2 tau2^2 tr(PP); the
+    moment estimators (DL, HE, SJ) are such a form divided by a constant, and metafor gives their SEs so.
+    """
+    t = max(tau2, 0.0)
+    PV = P * v  # P @ diag(v)
+    return math.sqrt(2 * np.sum(PV * PV.T) + 4 * t * np.sum(PV * P) + 2 * t * t * np.sum(P * P))
+
+
 def _tau2_estimate(y, X, v, method: str) -> tuple[float, float | None, int]:
-    """Return (tau2, se_tau2 or None, iterations)."""
+    """Return (tau2, se_tau2 or None, iterations); the SEs are the ones metafor reports per estimator."""
     k, p = X.shape
     if method in ("FE", "EE"):
         return 0.0, None, 0
     if k - p < 1:
         raise ValueError(f"method {method}: need more effects than coefficients (k={k}, p={p})")
-    w0 = 1.0 / v
     if method == "DL":
-        q = _qgen(y, X, v, 0.0)
-        return max(0.0, (q - (k - p)) / _trace_p(X, w0)), None, 0
-    # Hedges' (HE) estimator from the OLS fit, also the start value for the iterative estimators
-    H = X @ linalg.solve(X.T @ X, X.T)
-    r_ols = y - H @ y
-    rss = float(r_ols @ r_ols)
-    he = (rss - float(np.sum(v * (1 - np.diag(H))))) / (k - p)
-    if method == "HE":
-        return max(0.0, he), None, 0
+        P = _proj(X, 1.0 / v)
+        trP = float(np.trace(P))
+        tau2 = max(0.0, (float(y @ P @ y) - (k - p)) / trP)
+        return tau2, _qform_se(P, v, tau2) / trP, 0
+    if method == "HE":  # Hedges: the OLS residual sum of squares minus its expectation under tau2 = 0
+        P = _proj(X, np.ones(k))
+        tau2 = max(0.0, (float(y @ P @ y) - float(np.sum(v * np.diag(P)))) / (k - p))
+        return tau2, _qform_se(P, v, tau2) / (k - p), 0
     if method == "SJ":
-        tau0 = rss / k
+        # Sidik & Jonkman (2005): the start value is the variance of the effects about their plain mean,
+        # also with moderators (as metafor), not the variance of the OLS residuals
+        tau0 = float(np.mean((y - y.mean()) ** 2))
         if tau0 <= 0:
-            return 0.0, None, 0
-        return tau0 * _qgen(y, X, v, tau0) / (k - p), None, 0
+            return 0.0, 0.0, 0
+        P = _proj(X, 1.0 / (v + tau0))
+        tau2 = tau0 * float(y @ P @ y) / (k - p)
+        return tau2, tau0 * _qform_se(P, v, tau2) / (k - p), 0
     if method == "PM":
-        return _tau2_pm(y, X, v), None, 0
+        tau2 = _tau2_pm(y, X, v)
+        # metafor's SE for PM (and EB): sqrt(2 k^2 / (k - p)) / sum(w)
+        return tau2, math.sqrt(2.0 * k * k / (k - p)) / float(np.sum(1.0 / (v + tau2))), 0
     if method in ("ML", "REML"):
-        tau2, it = _tau2_fisher(y, X, v, reml=method == "REML", start=max(0.0, he))
+        he = _tau2_estimate(y, X, v, "HE")[0]  # start value, as metafor
+        tau2, it = _tau2_fisher(y, X, v, reml=method == "REML", start=he)
         w = 1.0 / (v + tau2)
         if method == "REML":
             se = math.sqrt(2.0 / _reml_traces(X, w)[1])
@@ -656,13 +691,27 @@ def rma(
                 tau2_re = _tau2_estimate(y, np.ones((k, 1)), v, method)[0]
                 R2 = max(0.0, 100 * (tau2_re - tau2) / tau2_re) if tau2_re > 0 else 0.0
             elif method in ("FE", "EE") and names[0] == "intrcpt":
-                q_re = _qgen(y, np.ones((k, 1)), v, 0.0)
-                R2 = max(0.0, 100 * (q_re - QE) / q_re) if q_re > 0 else 0.0
+                R2 = _r2_weighted_ls(y, X, 1.0 / v, b)
     return RmaResult(
         method=method, test=test, level=level, yi=y, vi=v, X=X, coef_names=names, beta=b, vb=vb,
         tau2=tau2, se_tau2=se_tau2, QE=QE, QE_df=QE_df, QE_p=QE_p, I2=I2, H2=H2, vt=vt,
         QM=QM, QM_df=QM_df, QM_p=QM_p, btt=btt_l, R2=R2, iterations=iters,
     )
+
+
+def _r2_weighted_ls(y, X, w, b) -> float:
+    """R^2 of an equal-effects meta-regression: the adjusted R^2 (%) of the weighted least-squares fit.
+
+    metafor's definition (there is no tau^2 to explain), i.e. R's summary(lm(y ~ X, weights = w)).
+    """
+    k, p = X.shape
+    if np.ptp(y) == 0 or k <= p:
+        return 0.0
+    fitted = X @ b
+    rss = float(np.sum(w * (y - fitted) ** 2))
+    mss = float(np.sum(w * (fitted - np.sum(w * fitted) / np.sum(w)) ** 2))
+    r2 = mss / (mss + rss)
+    return max(0.0, 100 * (1 - (1 - r2) * (k - 1) / (k - p)))
 
 
 def subgroups(yi, vi, groups, method: str = "REML", test: str = "z", level: float = 95):

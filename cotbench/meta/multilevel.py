@@ -16,6 +16,7 @@ from cotbench.meta.models import (
     _LOG2PI,
     _check_yv,
     _codes,
+    _ll_dropped,
     _Coefficients,
     _qgen,
     _single_thread,
@@ -24,7 +25,9 @@ from cotbench.meta.models import (
 )
 from cotbench.meta.robust import RobustResult, robust
 
-__all__ = ["rma_mv", "MvResult"]
+__all__ = ["rma_mv", "MvResult", "METHODS"]
+
+METHODS = ("REML", "ML")  # variance-component estimators rma_mv accepts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,7 +141,11 @@ def _mv_pieces(y, X, B: _Blocks, theta, reml: bool, want_derivs: bool):
 
 def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[int, float] | None = None,
                  tol: float = 1e-10, maxiter: int = 500):
-    """Fisher scoring over sigma^2 >= 0 with step halving; components in ``fixed`` are held."""
+    """Fisher scoring over sigma^2 >= 0 with step halving as a safeguard; components in ``fixed`` are held.
+
+    Converged when the full (truncated) Fisher step is below ``tol`` (relative), i.e. at a root of the
+    score equations, not when a line search stalls on round-off.
+    """
     fixed = fixed or {}
     theta = np.maximum(np.asarray(start, dtype=float), 0.0)
     for j, val in fixed.items():
@@ -154,18 +161,17 @@ def _mv_optimise(y, X, B: _Blocks, reml: bool, start: np.ndarray, fixed: dict[in
             step[free] = linalg.solve(I[np.ix_(free, free)], s[free], assume_a="pos")
         except (linalg.LinAlgError, ValueError):
             step[free] = s[free] / np.maximum(np.diag(I)[free], 1e-12)
+        if np.max(np.abs(np.maximum(theta + step, 0.0) - theta) / (1 + np.abs(theta))) <= tol:
+            return theta, cur, it
         t = 1.0
         while True:
             new = np.maximum(theta + t * step, 0.0)
             cand = _mv_pieces(y, X, B, new, reml, want_derivs=False)
-            if cand["ll"] >= cur["ll"] - 1e-12 or t < 1e-10:
+            if not _ll_dropped(cand["ll"], cur["ll"]) or t < 1e-10:
                 break
             t /= 2
-        done = np.max(np.abs(new - theta) / (1 + np.abs(theta))) <= tol
         theta = new
         cur = _mv_pieces(y, X, B, theta, reml, want_derivs=True)
-        if done:
-            return theta, cur, it
     raise RuntimeError(f"multilevel {'REML' if reml else 'ML'} fit did not converge in {maxiter} iterations")
 
 
@@ -293,8 +299,8 @@ def rma_mv(
     ``test="t"`` uses t/F tests with k - p degrees of freedom.
     """
     method = method.upper()
-    if method not in ("REML", "ML"):
-        raise ValueError(f"rma_mv supports method REML or ML, got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"rma_mv supports method {' or '.join(METHODS)}, got {method!r}")
     test = test.lower()
     if test not in ("z", "t"):
         raise ValueError(f"rma_mv test must be 'z' or 't', got {test!r}")

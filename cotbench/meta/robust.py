@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from cotbench.meta.models import RmaResult
     from cotbench.meta.multilevel import MvResult
 
-__all__ = ["robust", "RobustResult"]
+__all__ = ["robust", "RobustResult", "TYPES"]
+
+TYPES = ("CR1", "CR2")  # cluster-robust variance estimators robust() accepts
 
 
 @dataclass
@@ -97,8 +99,8 @@ def robust(fit: RmaResult | MvResult, cluster: Any, type: str = "CR2", data: Any
 
 def _robust(fit, cluster, type, data) -> RobustResult:
     type = type.upper()
-    if type not in ("CR1", "CR2"):
-        raise ValueError(f"type must be 'CR1' or 'CR2', got {type!r}")
+    if type not in TYPES:
+        raise ValueError(f"type must be one of {', '.join(TYPES)}, got {type!r}")
     if isinstance(cluster, str):
         if data is None or cluster not in getattr(data, "columns", []):
             raise ValueError(f"cluster column {cluster!r} not found")

@@ -9,7 +9,8 @@ import re
 
 __all__ = [
     "COLUMNS", "SCREENING_COLUMNS", "CATEGORIES", "CATEGORY_LABELS", "SHOTS", "ORIGINS", "DECISIONS",
-    "DUPLICATE_KEY", "category_id", "STUDY_SHEET_URL",
+    "DUPLICATE_KEY", "category_id", "STUDY_SHEET_URL", "ARM_COLUMNS", "SPLITS", "BOOLS", "MAP_COLUMNS",
+    "ALL_COLUMNS",
 ]
 
 COLUMNS: tuple[str, ...] = (
@@ -17,6 +18,16 @@ COLUMNS: tuple[str, ...] = (
     "category", "model", "model_family", "shots", "k", "metric", "cot_score", "direct_score", "delta",
     "n_items", "origin", "coder_notes",
 )
+# Database v2 (issue #13): per-arm settings, split and pooled flag, appended after ``coder_notes``. They
+# are required in the shipped database and by ``meta merge``; a staging file without them validates with a
+# warning so files written before v2 can still be checked.
+ARM_COLUMNS: tuple[str, ...] = ("direct_shots", "direct_k", "cot_shots", "cot_k", "split", "pooled")
+ALL_COLUMNS: tuple[str, ...] = COLUMNS + ARM_COLUMNS
+SPLITS: tuple[str, ...] = ("test", "validation", "dev", "train", "unknown")
+BOOLS: tuple[str, ...] = ("true", "false")
+# The dataset -> category map (meta_analysis/dataset_categories.csv).
+MAP_COLUMNS: tuple[str, ...] = ("dataset", "category", "note")
+
 SCREENING_COLUMNS: tuple[str, ...] = (
     "paper_id", "title", "venue", "year", "decision", "reason", "source_url", "coder",
 )

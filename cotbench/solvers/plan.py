@@ -25,7 +25,11 @@ override with a ``plan:`` key (a file name, or an inline plan spec).
 * ``tool``: ``None`` for plan_direct/plan_cot; for plan_tool a dict with ``kind`` (python|z3),
   ``status`` (see :data:`cotbench.solvers.sandbox.STATUSES`), ``answer`` (the tool's raw answer: a
   number string, or entailed|refuted|undetermined), ``mapped`` (the answer in the task's gold format, or
-  None), ``value``, ``detail``, ``stdout``/``stderr`` (tails), ``duration_s``, ``isolation``, ``returncode``;
+  None), ``value``, ``detail``, ``stdout``/``stderr`` (tails), ``duration_s``, ``isolation``, ``returncode``,
+  ``limits_in_force`` / ``limits_missing`` (which containment the run really had, and what could not be set
+  up, with why) and ``memory_peak_mb`` (the run's memory cgroup peak, or None). Every field comes from
+  :func:`cotbench.solvers.sandbox.run_code`, which reads the sandbox's output as untrusted input and never
+  raises for anything the plan does, so a hostile plan cannot crash a run or its resume;
 * ``calls``: one dict per model call: ``tag`` (plan|answer), ``tokens_in``, ``tokens_out``,
   ``finish_reason``, ``latency_s``.
 """

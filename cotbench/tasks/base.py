@@ -50,52 +50,72 @@ class Task:
     read_rows: Callable[[Path], list[dict[str, Any]]] | None = None  # custom local reader
     row_filter: Callable[[dict[str, Any]], bool] | None = None  # keep only rows it accepts (e.g. answerable)
 
-    def rows_from_local(self, data_dir: Path) -> tuple[list[dict[str, Any]], Path]:
+    def local_path(self, data_dir: str | Path) -> Path:
+        """The first of ``local_files`` that exists under ``data_dir`` (what :meth:`load` reads)."""
         for rel in self.local_files:
             p = Path(data_dir) / rel
             if p.exists():
-                reader = self.read_rows or read_jsonl
-                return reader(p), p
+                return p
         raise DataError(
             f"{self.name}: none of {list(self.local_files)} found under data dir {data_dir}"
         )
 
+    def rows_from_local(self, data_dir: Path) -> tuple[list[dict[str, Any]], Path, list[int] | None]:
+        """(rows, file, line number of each row or None where the reader has no lines)."""
+        p = self.local_path(data_dir)
+        if self.read_rows is None:
+            pairs = list(iter_jsonl(p))
+            return [r for _, r in pairs], p, [n for n, _ in pairs]
+        return self.read_rows(p), p, None
+
     def rows_from_hub(self) -> list[dict[str, Any]]:
         if self.hub is None:
             raise DataError(f"{self.name}: no hub dataset; pass --data-dir with a local copy")
-        import datasets  # heavy import kept at the edge
+        from cotbench.tasks.hub import load_hub_rows  # heavy import kept at the edge
 
-        try:
-            ds = datasets.load_dataset(
-                self.hub.path, self.hub.config, split=self.hub.split, revision=self.hub.revision
-            )
-        except Exception as e:  # network, auth or missing-dataset errors all mean "not from the hub"
-            raise HubUnavailable(
-                f"{self.name}: cannot load {self.hub.path} ({self.hub.config or 'default'}, {self.hub.split}) "
-                f"from the Hugging Face hub: {e.__class__.__name__}: {str(e)[:200]}; pass --data-dir DIR "
-                f"(a local mirror in the hub schema) or set COTBENCH_DATA_DIR"
-            ) from None
-        return [dict(r) for r in ds]
+        return load_hub_rows(self.name, self.hub)
+
+    def source(self, data_dir: str | Path | None) -> dict[str, Any]:
+        """Where :meth:`load` reads from, for the manifest: a local path, or the hub id and revision."""
+        if data_dir is not None:
+            return {"local": str(self.local_path(data_dir))}
+        h = self.hub
+        return {"hub": h.path if h else None, "config": h.config if h else None,
+                "split": h.split if h else None, "revision": h.revision if h else None}
 
     def load(self, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+        lines = None
         if data_dir is not None:
-            rows, src = self.rows_from_local(Path(data_dir))
+            rows, src, lines = self.rows_from_local(Path(data_dir))
         else:
             rows, src = self.rows_from_hub(), self.hub.path if self.hub else "?"
         indexed = list(enumerate(rows))  # ids and error rows keep the source position when filtering
         if self.row_filter is not None:
             indexed = [(i, r) for i, r in indexed if self.row_filter(r)]
-        out = []
+        out, where = [], []
         for i, row in indexed:
             if limit is not None and len(out) >= limit:
                 break
+            at = f"{src}: line {lines[i]}" if lines else f"{src}: row {i + 1}"
             try:
                 out.append(self.to_example(row, i))
             except DataError as e:
-                raise DataError(f"{src}: row {i + 1}: {e}") from None
+                raise DataError(f"{at}: {e}") from None
             except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise DataError(f"{src}: row {i + 1}: cannot read field: {e!r}") from e
+                raise DataError(f"{at}: cannot read field: {e!r}") from e
+            where.append(at)
+        check_unique_ids(out, where)
         return out
+
+
+def check_unique_ids(examples: list[Example], where: list[str]) -> None:
+    """Every example id of a dataset names one item: two rows with one id would be one sample to the
+    store, the resume logic and the analyzer, so a duplicate is an error naming both places."""
+    first: dict[str, str] = {}
+    for ex, at in zip(examples, where):
+        if ex.id in first:
+            raise DataError(f"{at}: duplicate example id {ex.id!r} (first at {first[ex.id].rsplit(': ', 1)[-1]})")
+        first[ex.id] = at
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

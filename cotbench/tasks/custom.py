@@ -8,7 +8,7 @@ Each line is a JSON object with
   text of one choice; for ``number`` a number or numeric string ("1,080" and "$5" are accepted); for
   ``boolean`` ``true``/``false`` (JSON booleans, or the strings true/false/yes/no); for ``text`` a string;
 * ``aliases`` (optional list of strings, ``text`` only): other answers that count as correct;
-* ``id`` (optional): kept as the example id.
+* ``id`` (optional): kept as the example id (default: the line number); ids must be unique in the file.
 
 Answers are scored like the built-in tasks: letters, numeric equality, True/False labels, SQuAD-style
 exact match for text. Prompts are ``prompts/custom_<answer type>.yaml``, each with a few generic
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotbench.tasks.base import DataError, Task
+from cotbench.tasks.base import DataError, Task, check_unique_ids
 from cotbench.tasks.common import gold_letter, number_gold
 from cotbench.types import AnswerType, Example
 
@@ -81,6 +81,7 @@ def read_custom(path: Path, answer_type: str, name: str | None = None) -> list[E
         raise DataError(f"dataset file not found: {path}")
     name = name or f"custom/{path.stem}"
     out: list[Example] = []
+    where: list[str] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -100,6 +101,8 @@ def read_custom(path: Path, answer_type: str, name: str | None = None) -> list[E
                 raise DataError(f"{path}: line {n}: {e}") from None
             out.append(Example(id=f"{name}/{row.get('id', n)}", dataset=name, question=q.strip(), gold=gold,
                                answer_type=ANSWER_TYPES[answer_type], choices=choices, metadata=meta))
+            where.append(f"{path}: line {n}")
+    check_unique_ids(out, where)
     if not out:
         raise DataError(f"{path}: no examples (the file is empty)")
     return out
@@ -114,6 +117,9 @@ class FileTask(Task):
     def load(self, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
         examples = read_custom(Path(self.local_files[0]), self.user_answer_type, self.name)
         return examples if limit is None else examples[:limit]
+
+    def source(self, data_dir: str | Path | None) -> dict[str, Any]:
+        return {"local": self.local_files[0]}  # the user's file, wherever --data-dir points
 
 
 def task_from_file(path: str | Path, answer_type: str, name: str | None = None) -> Task:

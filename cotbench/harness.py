@@ -125,7 +125,8 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
     if spec.backend == "transformers":
         from cotbench.backends.transformers_local import TransformersBackend
 
-        return TransformersBackend(spec.model_id, model_id=spec.name, intervention=cfg.intervention)
+        key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
+        return TransformersBackend(model_path(spec), model_id=key_name, intervention=cfg.intervention)
     if spec.backend == "vllm":
         from cotbench.backends.vllm_offline import VLLMBackend
 

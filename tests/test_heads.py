@@ -179,6 +179,22 @@ def test_knocking_out_retrieval_heads_hurts_needles_more_than_random_heads(loade
 
 
 @pytest.mark.slow
+def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, monkeypatch):
+    from cotbench.backends import transformers_local
+    from cotbench.config import RunConfig
+    from cotbench.harness import make_backend
+    from cotbench.models import resolve_model
+
+    path, model, tok = loaded
+    seen = []
+    monkeypatch.setattr(transformers_local, "load_model", lambda p, *a: seen.append(str(p)) or (model, tok))
+    cfg = RunConfig(backend="transformers", intervention="knockout:0.0")
+    be = make_backend(resolve_model(cfg.model, cfg.backend), cfg)
+    assert seen == [str(path)] and be.name == "transformers"
+    assert be.model_id == "smollm2-135m-instruct+ko1" and "+iv-" in be.revision
+
+
+@pytest.mark.slow
 def test_backend_generates_and_the_intervention_changes_the_request_key(loaded, tmp_path):
     from cotbench.backends.transformers_local import TransformersBackend
     from cotbench.config import RunConfig

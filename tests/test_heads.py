@@ -6,7 +6,6 @@ per module (needs the extra ``[heads]``: torch, transformers, gguf) and keep eve
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,6 +97,17 @@ def test_resolve_specs(tmp_path):
     with pytest.raises(ValueError, match="expected 8 floats"):
         resolve(f"lofit:{lof}", 4, 3, 8)
     assert parse_heads("1.2, 3.4") == ((1, 2), (3, 4))
+
+
+def test_lofit_split_is_seeded_and_disjoint():
+    from cotbench.heads.lofit import split_rows
+
+    rows = [{}] * 20
+    tr, te = split_rows(rows, 12, 5, seed=0)
+    assert (tr, te) == split_rows(rows, 12, 5, seed=0) and len(tr) == 12 and len(te) == 5
+    assert not set(tr) & set(te) and split_rows(rows, 12, 5, seed=1) != (tr, te)
+    with pytest.raises(ValueError, match="has 20"):
+        split_rows(rows, 18, 5, seed=0)
 
 
 def test_intervention_needs_the_transformers_backend():

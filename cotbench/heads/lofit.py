@@ -14,7 +14,6 @@ marks removed, ending "The answer is N."); the loss is next-token cross-entropy 
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
@@ -242,6 +241,3 @@ def split_rows(rows: list[dict[str, Any]], n_train: int, n_test: int, seed: int)
     random.Random(seed).shuffle(order)
     return sorted(order[n_test:n_test + n_train]), sorted(order[:n_test])
 
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

@@ -18,6 +18,7 @@ AREAS = (
     "cotbench.published_cli", # published
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
     "cotbench.batches_cli",   # batches status|collect|cancel
+    "cotbench.heads.cli",     # heads retrieval|lofit|needles|figures
 )
 
 

@@ -56,6 +56,7 @@ class RunConfig:
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None
     extra_body: dict | None = None  # openai backend: extra sampling fields sent as-is (part of the request key)
+    intervention: str | None = None  # transformers backend: head knockout / LoFiT (cotbench.heads.intervene)
     judge_model: str | None = None
     price_in: float | None = None
     price_out: float | None = None
@@ -68,8 +69,10 @@ class RunConfig:
         bad = [s for s in self.settings if s not in SETTINGS]
         if bad:
             raise ValueError(f"unknown setting(s) {bad}; choose from {', '.join(SETTINGS)}")
-        if self.backend not in (None, "llamacpp", "openai", "vllm"):
-            raise ValueError(f"unknown backend {self.backend!r}; choose llamacpp, openai or vllm")
+        if self.backend not in (None, "llamacpp", "openai", "vllm", "transformers"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose llamacpp, openai, vllm or transformers")
+        if self.intervention and self.backend != "transformers":
+            raise ValueError("--intervention needs --backend transformers")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
         if self.samples < 1:

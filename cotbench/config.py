@@ -45,6 +45,7 @@ class RunConfig:
     timeout: float = 120.0
     max_retries: int = 6
     n_ctx: int = 4096
+    batch_size: int = 8  # llamacpp: sequences decoded together (outputs do not depend on it)
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -63,13 +64,16 @@ class RunConfig:
             raise ValueError(f"unknown backend {self.backend!r}; choose llamacpp, openai or vllm")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
         if self.samples < 1:
             raise ValueError("--samples must be at least 1")
         if self.dataset_file and not self.answer_type:
             raise ValueError("--dataset-file needs --answer-type {choice,number,boolean,text}")
 
     def hash(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "cache", "progress", "concurrency")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "cache", "progress", "concurrency",
+                                                                "batch_size")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,7 +111,8 @@ def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
         raise ValueError(f"bad configuration: {e}") from None
     for f in fields(RunConfig):  # light type check for YAML values
         v = getattr(cfg, f.name)
-        if f.name in ("limit", "seed", "samples", "concurrency", "n_ctx") and v is not None and not isinstance(v, int):
+        if (f.name in ("limit", "seed", "samples", "concurrency", "n_ctx", "batch_size") and v is not None
+                and not isinstance(v, int)):
             raise ValueError(f"{yaml_path or 'config'}: option {f.name!r} must be an integer, got {v!r}")
     try:
         cfg.validate()

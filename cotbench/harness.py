@@ -101,7 +101,8 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
     if spec.backend == "llamacpp":
         from cotbench.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(spec.model_id, model_id=spec.name, n_ctx=cfg.n_ctx, seed=cfg.seed)
+        return LlamaCppBackend(spec.model_id, model_id=spec.name, n_ctx=cfg.n_ctx, seed=cfg.seed,
+                               batch_size=cfg.batch_size)
     if spec.backend == "openai":
         from cotbench.backends.openai_api import OpenAIBackend
 

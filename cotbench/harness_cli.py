@@ -53,6 +53,8 @@ def add_run_parser(sub) -> None:
     a("--timeout", type=float, help="openai backend: per-request timeout in seconds (default 120)")
     a("--max-retries", type=int, help="openai backend: retries on 429/5xx/timeouts/drops (default 6)")
     a("--n-ctx", type=int, help="llamacpp backend: context window (default 4096)")
+    a("--batch-size", type=int, help="llamacpp backend: requests decoded together (default 8; 1 = one at a "
+                                     "time; outputs are the same)")
     a("--tensor-parallel-size", type=int, help="vllm: GPUs per model replica")
     a("--data-parallel-size", type=int, help="vllm: model replicas, each on its own GPUs")
     a("--pipeline-parallel-size", type=int, help="vllm: pipeline stages (multi-node with ray)")

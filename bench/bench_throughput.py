@@ -43,6 +43,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # lm-eval and datasets: local files only, no hub lookups
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars
 
 from _common import DATA_DIR, machine, median, tree_cpu_s, write_json  # noqa: E402
 

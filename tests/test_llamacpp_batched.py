@@ -176,3 +176,34 @@ def test_batch_size_flag_reaches_the_backend(tmp_path):
         backend.close()
     with pytest.raises(ValueError, match="batch-size"):
         build_config(None, {"batch_size": 0})
+
+
+@pytest.mark.slow
+def test_logits_are_bitwise_the_same_alone_and_in_a_batch(engine):
+    """Stronger than equal texts: one sequence's logits alone and among 7 others (one over 256 prompt tokens,
+    which widens every sequence's attention window in the batch)."""
+    import ctypes
+
+    import numpy as np
+
+    lib = engine._lib
+    prompts = [engine.prepare(req(q))[0] for q in QUESTIONS[:8]]
+    prompts[3] = engine.prepare(req(QUESTIONS[9]))[0]
+    assert len(prompts[3]) > 256
+
+    def logits_of_seq0(n_seqs: int) -> list[np.ndarray]:
+        cx = engine._context(8, 1024)
+        for s in range(n_seqs):
+            p = prompts[s]
+            engine._decode(cx, [(t, i, s, False) for i, t in enumerate(p)])
+        out = []
+        for step in range(2):
+            engine._decode(cx, [(100 + s, len(prompts[s]) + step, s, True) for s in range(n_seqs)])
+            ptr = lib.llama_get_logits_ith(cx.ctx, 0)
+            out.append(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                             shape=(engine.n_vocab,)).copy())
+        lib.llama_memory_clear(cx.mem, True)
+        return out
+
+    for alone, batched in zip(logits_of_seq0(1), logits_of_seq0(8)):
+        assert np.array_equal(alone, batched)

@@ -50,8 +50,9 @@ def fresh_context_per_call() -> None:
     llama-cpp-python reuses the longest cached prefix of the previous prompt; a prompt that repeats the
     previous one is then evaluated in different batch sizes, and near-tied greedy choices can flip
     (seen for 2 of 12 GSM8K prompts). Starting each call fresh makes an output depend on its request
-    alone, not on what ran before it: the property a cache keyed by request needs. Used in-process and
-    by the server launcher, so both give the same outputs.
+    alone, not on what ran before it: the property a cache keyed by request needs. Used by the server
+    launcher; the in-process engine starts every sequence from an empty KV stream the same way, so both
+    give the same outputs.
     """
     from llama_cpp import Llama
 

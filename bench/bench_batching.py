@@ -126,7 +126,8 @@ def main() -> None:
     payload = {
         "benchmark": "in-process llama.cpp: continuous batching vs one request at a time",
         "command": f"python bench/bench_batching.py --n {a.n} --max-tokens {a.max_tokens} --batch-sizes "
-                   f"{' '.join(map(str, a.batch_sizes))} --reps {a.reps}" + (" --skip-reference" if llm is None else ""),
+                   f"{' '.join(map(str, a.batch_sizes))} --reps {a.reps}"
+                   + (" --skip-reference" if llm is None else ""),
         "model": f"{DEFAULT_MODEL} (embedded GGUF)", "llama_threads": threads, "n_ctx": a.n_ctx,
         "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
                      "max_tokens": a.max_tokens, "temperature": 0, "reps": a.reps},

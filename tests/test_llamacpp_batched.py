@@ -19,7 +19,8 @@ QUESTIONS = [
     "Is 91 a prime number? Show your reasoning.",
     # over 256 prompt tokens: in a batch with it, every sequence's attention spans 512 KV cells, alone 256
     "Read the notes and say which day was warmest. " + " ".join(
-        f"Day {d}: morning {10 + d % 7} degrees, noon {15 + d % 5} degrees, evening {8 + d % 4} degrees." for d in range(1, 21)),
+        f"Day {d}: morning {10 + d % 7} degrees, noon {15 + d % 5} degrees, evening {8 + d % 4} degrees."
+        for d in range(1, 21)),
     "What is 2 + 2?",
     "Explain what a haiku is.",
     "Sara reads 12 pages a day. How many pages does she read in 3 weeks?",

@@ -14,7 +14,8 @@ from cotbench.types import GenParams, Request
 
 URL = "http://127.0.0.1:9/v1"
 OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-      "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "The answer is 4."}}],
+      "choices": [{"index": 0, "finish_reason": "stop",
+                   "message": {"role": "assistant", "content": "The answer is 4."}}],
       "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
 CALLS = [
     dict(model="m", messages=[{"role": "user", "content": "2+2?"}], max_tokens=16, temperature=0.0, top_p=1.0,

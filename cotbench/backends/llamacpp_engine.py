@@ -322,7 +322,8 @@ class BatchedEngine:
                     live[job.seq] = job
                     for start in range(0, len(job.prompt), self.prefill_chunk):
                         chunk = job.prompt[start:start + self.prefill_chunk]
-                        self._decode(cx, [(tok, start + i, job.seq, i == len(chunk) - 1) for i, tok in enumerate(chunk)])
+                        last = len(chunk) - 1
+                        self._decode(cx, [(tok, start + i, job.seq, i == last) for i, tok in enumerate(chunk)])
                     job.n_past = len(job.prompt)
                     if accept(job, len(chunk) - 1):
                         finish(job)

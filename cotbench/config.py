@@ -51,6 +51,7 @@ class RunConfig:
     timeout: float = 120.0
     max_retries: int = 6
     n_ctx: int = 4096
+    batch_size: int = 8  # llamacpp: sequences decoded together (outputs do not depend on it)
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -75,6 +76,8 @@ class RunConfig:
             raise ValueError("--intervention needs --backend transformers")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
         if self.samples < 1:
             raise ValueError("--samples must be at least 1")
         if not self.wait and not self.batch_api:
@@ -96,7 +99,7 @@ class RunConfig:
 # and summary-only figures. Every other field is part of a run's identity.
 NOT_IDENTITY = frozenset({
     "out", "cache", "progress", "data_dir", "dataset_file", "skip_missing",
-    "concurrency", "timeout", "max_retries",
+    "concurrency", "timeout", "max_retries", "batch_size",
     "tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
     "price_in", "price_out", "chance_credit",
     "batch_api", "wait", "batch_poll",  # how requests travel (sync or provider batch), not what they are

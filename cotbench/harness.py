@@ -115,7 +115,8 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
         # a GGUF given by path is keyed by its file name (its content is in the revision, a sha256), so
         # spelling the path another way does not make new requests
         key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
-        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed)
+        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed,
+                              batch_size=cfg.batch_size)
     if spec.backend == "openai":
         from cotbench.backends.openai_api import OpenAIBackend
 

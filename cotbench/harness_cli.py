@@ -60,6 +60,8 @@ def add_run_parser(sub) -> None:
     a("--timeout", type=float, help=f"openai backend: per-request timeout in seconds (default: {d.timeout:g})")
     a("--max-retries", type=int, help=f"openai backend: retries on 429/5xx/timeouts/drops (default: {d.max_retries})")
     a("--n-ctx", type=int, help=f"llamacpp backend: context window (default: {d.n_ctx})")
+    a("--batch-size", type=int, help=f"llamacpp backend: requests decoded together (default: {d.batch_size}; "
+                                     "1 = one at a time; outputs are the same)")
     a("--tensor-parallel-size", type=int, help=f"vllm: GPUs per model replica (default: {d.tensor_parallel_size})")
     a("--data-parallel-size", type=int,
       help=f"vllm: model replicas, each on its own GPUs (default: {d.data_parallel_size})")

@@ -26,7 +26,7 @@ from cotbench.config import QUICK_DATASETS, RunConfig, default_store_path
 from cotbench.models import ModelSpec, model_path, resolve_model
 from cotbench.runner import RunOptions, build_units, execute, score_unit, summarize
 from cotbench.store import Store
-from cotbench.tasks.base import DataError, Task
+from cotbench.tasks.base import DataMissing, Task
 from cotbench.types import SCHEMA_VERSION, Example
 
 SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
@@ -82,8 +82,8 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
     for t in tasks:
         try:
             data[t] = t.load(cfg.data_dir, cfg.limit)
-        except DataError as e:
-            if not (cfg.data_dir and cfg.skip_missing and "found under data dir" in str(e)):
+        except DataMissing as e:  # absent local files: skipped with --skip-missing, an error otherwise
+            if not (cfg.data_dir and cfg.skip_missing):
                 raise
             print(f"warning: skipping {t.name}: {e}", file=sys.stderr)
             sources[t.name] = {"skipped": str(e)}

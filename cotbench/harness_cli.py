@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cotbench.config import QUICK_DATASETS, RunConfig, build_config, default_store_path
 from cotbench.settings import SETTINGS
-from cotbench.tasks.base import HubUnavailable
+from cotbench.tasks.hub import HubUnavailable
 
 QUICK_LIMIT = 5
 FULL_STUDY_HINT = """\
@@ -138,9 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cotbench.report import list_datasets, list_models, list_settings
+    from cotbench.report import print_list
 
-    {"datasets": list_datasets, "models": list_models, "settings": list_settings}[args.what]()
+    print_list(args.what, args.format)
     return 0
 
 
@@ -155,6 +155,8 @@ def register(sub) -> None:
     add_run_parser(sub)
     p = sub.add_parser("list", help="list datasets, models or settings")
     p.add_argument("what", choices=["datasets", "models", "settings"])
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                   help="a terminal table (default), or JSON / CSV for scripts")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("report", help="re-print a finished run's summary")
     p.add_argument("run_dir")

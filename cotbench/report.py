@@ -130,14 +130,3 @@ def print_list(what: str, fmt: str = "table", console: Console | None = None) ->
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
-
-def list_datasets(console: Console | None = None) -> None:
-    print_list("datasets", console=console)
-
-
-def list_models(console: Console | None = None) -> None:
-    print_list("models", console=console)
-
-
-def list_settings(console: Console | None = None) -> None:
-    print_list("settings", console=console)

@@ -124,3 +124,20 @@ def test_the_sample_is_part_of_the_run_identity_and_manifest(mixed_mmlu, tmp_pat
     assert ids[0] == ids[1] != ids[2] and len(ids[0]) == 6
     rows = [json.loads(x)["example_id"] for x in (outs[0] / "samples.jsonl").read_text().splitlines()]
     assert rows == ids[0]
+
+
+def test_quick_suite_uses_a_sample_not_the_first_items(monkeypatch, tmp_path):
+    import cotbench.harness as harness
+
+    seen = []
+
+    def fake_run(cfg):
+        seen.append(cfg)
+        out = tmp_path / "run"
+        out.mkdir(exist_ok=True)
+        (out / "summary.csv").write_text("model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out\n")
+        return out
+
+    monkeypatch.setattr(harness, "run", fake_run)
+    assert main(["run"]) == 0
+    assert seen[0].sample == 5 and seen[0].limit is None

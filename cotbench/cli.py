@@ -16,6 +16,7 @@ AREAS = (
     "cotbench.analysis.cli",  # analyze, figures
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
     "cotbench.batches_cli",   # batches status|collect|cancel
+    "cotbench.heads.cli",     # heads retrieval|lofit|needles|figures
 )
 
 

@@ -53,11 +53,13 @@ class RunConfig:
     timeout: float = 120.0
     max_retries: int = 6
     n_ctx: int = 4096
+    batch_size: int = 8  # llamacpp: sequences decoded together (outputs do not depend on it)
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None
     extra_body: dict | None = None  # openai backend: extra sampling fields sent as-is (part of the request key)
+    intervention: str | None = None  # transformers backend: head knockout / LoFiT (cotbench.heads.intervene)
     judge_model: str | None = None
     price_in: float | None = None
     price_out: float | None = None
@@ -70,14 +72,18 @@ class RunConfig:
         bad = [s for s in self.settings if s not in SETTINGS]
         if bad:
             raise ValueError(f"unknown setting(s) {bad}; choose from {', '.join(SETTINGS)}")
-        if self.backend not in (None, "llamacpp", "openai", "vllm"):
-            raise ValueError(f"unknown backend {self.backend!r}; choose llamacpp, openai or vllm")
+        if self.backend not in (None, "llamacpp", "openai", "vllm", "transformers"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose llamacpp, openai, vllm or transformers")
+        if self.intervention and self.backend != "transformers":
+            raise ValueError("--intervention needs --backend transformers")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
         if self.sample is not None and self.sample < 1:
             raise ValueError(f"--sample must be at least 1, got {self.sample}")
         if self.sample is not None and self.limit is not None:
             raise ValueError("--sample and --limit both choose items; give one of them")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
         if self.samples < 1:
             raise ValueError("--samples must be at least 1")
         if not self.wait and not self.batch_api:
@@ -99,7 +105,7 @@ class RunConfig:
 # and summary-only figures. Every other field is part of a run's identity.
 NOT_IDENTITY = frozenset({
     "out", "cache", "progress", "data_dir", "dataset_file", "skip_missing",
-    "concurrency", "timeout", "max_retries",
+    "concurrency", "timeout", "max_retries", "batch_size",
     "tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
     "price_in", "price_out", "chance_credit",
     "batch_api", "wait", "batch_poll",  # how requests travel (sync or provider batch), not what they are

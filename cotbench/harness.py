@@ -143,13 +143,19 @@ def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
         # a GGUF given by path is keyed by its file name (its content is in the revision, a sha256), so
         # spelling the path another way does not make new requests
         key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
-        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed)
+        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed,
+                              batch_size=cfg.batch_size)
     if spec.backend == "openai":
         from cotbench.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(spec.model_id, base_url=spec.base_url, api_key_env=spec.api_key_env,
                              concurrency=cfg.concurrency, timeout_s=cfg.timeout, max_retries=cfg.max_retries,
                              revision=spec.revision or "", allow_prefill=spec.prefill)
+    if spec.backend == "transformers":
+        from cotbench.backends.transformers_local import TransformersBackend
+
+        key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
+        return TransformersBackend(model_path(spec), model_id=key_name, intervention=cfg.intervention)
     if spec.backend == "vllm":
         from cotbench.backends.vllm_offline import VLLMBackend
 
@@ -248,7 +254,9 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
 
         backend = make_batch_backend(spec, cfg, store.path)
     backend = backend or make_backend(spec, cfg)
-    opts = RunOptions(model_name=spec.name, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
+    # rows of an intervened model are labelled BASE+LABEL (the transformers backend's model_id)
+    label = backend.model_id if cfg.intervention else spec.name
+    opts = RunOptions(model_name=label, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                       samples=cfg.samples, max_tokens_direct=cfg.max_tokens_direct,
                       max_tokens_cot=cfg.max_tokens_cot, fewshot_k=cfg.fewshot_k,
                       allow_prefill=spec.prefill, extra_body=cfg.extra_body)

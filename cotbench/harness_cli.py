@@ -32,7 +32,8 @@ def add_run_parser(sub) -> None:
     a("--config", help="YAML file with the same options as these flags (flags win)")
     a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME (default: "
                       f"{d.model}, the embedded SmolLM2-135M-Instruct)")
-    a("--backend", choices=["llamacpp", "openai", "vllm"], help="override the backend implied by the model")
+    a("--backend", choices=["llamacpp", "openai", "vllm", "transformers"],
+      help="override the backend implied by the model (transformers: in-process, needs cotbench[heads])")
     a("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     a("--datasets", nargs="+", help="dataset names (see `list datasets`), sub-task names, or 'all' "
                                     f"(default: {default(d.datasets)})")
@@ -63,6 +64,8 @@ def add_run_parser(sub) -> None:
     a("--timeout", type=float, help=f"openai backend: per-request timeout in seconds (default: {d.timeout:g})")
     a("--max-retries", type=int, help=f"openai backend: retries on 429/5xx/timeouts/drops (default: {d.max_retries})")
     a("--n-ctx", type=int, help=f"llamacpp backend: context window (default: {d.n_ctx})")
+    a("--batch-size", type=int, help=f"llamacpp backend: requests decoded together (default: {d.batch_size}; "
+                                     "1 = one at a time; outputs are the same)")
     a("--tensor-parallel-size", type=int, help=f"vllm: GPUs per model replica (default: {d.tensor_parallel_size})")
     a("--data-parallel-size", type=int,
       help=f"vllm: model replicas, each on its own GPUs (default: {d.data_parallel_size})")
@@ -71,6 +74,8 @@ def add_run_parser(sub) -> None:
     a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
     a("--extra-body", type=json.loads, help="openai backend: JSON of extra sampling fields, e.g. "
                                              "'{\"repeat_penalty\": 1.0}' for llama_cpp.server (whose default is 1.1)")
+    a("--intervention", help="transformers backend: head edits, e.g. knockout:3.1,5.0 | knockout-top:K:CSV | "
+                             "knockout-random:K:SEED[:CSV] | lofit:FILE (join with +); part of the request key")
     a("--judge-model", help="model that grades open-ended answers (BiGGen Bench) (default: the evaluated model)")
     a("--price-in", type=float, help="USD per 1M input tokens, for a cost figure")
     a("--price-out", type=float, help="USD per 1M output tokens")

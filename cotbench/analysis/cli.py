@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SECTIONS = ("gains", "extractors", "equals", "significance", "selective", "plan", "published")
+SECTIONS = ("gains", "extractors", "equals", "significance", "selective", "plan", "published", "heads")
 
 
 def register(subparsers) -> None:
@@ -114,6 +114,13 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
         t["plan"] = ("Plan / execute / tool conditions (Section 5)", pt)
         t["plan_wide"] = ("Accuracy per condition", plan.plan_wide(pt))
         t["plan_tool_status"] = ("plan_tool outcomes (sandbox status counts)", plan.tool_status_counts(df))
+    if "heads" in sections:
+        from cotbench.heads.analysis import intervention_effects
+
+        h = intervention_effects(df, shots, args.n_boot, args.seed)
+        if len(h):
+            t["heads"] = (f"Head interventions vs base model, paired by item (bootstrap 95% CI, n={args.n_boot}): "
+                          "d_* = intervened − base accuracy; did = d_cot − d_direct (< 0: CoT hurt more)", h)
     if "published" in sections:
         summ, items = published.disagreements(df)
         if len(summ):

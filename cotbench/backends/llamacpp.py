@@ -1,14 +1,15 @@
 """In-process GGUF model through llama-cpp-python: the default, CPU-only backend.
 
-The chat template comes from the GGUF metadata (llama-cpp-python's default when no chat_format is set).
-Requests run one at a time (llama.cpp on a CPU gains little from batching); each result is reported
-as soon as it is produced.
+Requests are decoded together in one llama.cpp context (continuous batching,
+:mod:`cotbench.backends.llamacpp_engine`); each result is reported as soon as its sequence ends. The
+chat template comes from the GGUF metadata, as llama-cpp-python renders it when no chat_format is set.
+The two patches below keep llama_cpp.server (the stand-in for hosted APIs in tests) on the same
+settings, so it gives the same outputs.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
@@ -49,8 +50,9 @@ def fresh_context_per_call() -> None:
     llama-cpp-python reuses the longest cached prefix of the previous prompt; a prompt that repeats the
     previous one is then evaluated in different batch sizes, and near-tied greedy choices can flip
     (seen for 2 of 12 GSM8K prompts). Starting each call fresh makes an output depend on its request
-    alone, not on what ran before it: the property a cache keyed by request needs. Used in-process and
-    by the server launcher, so both give the same outputs.
+    alone, not on what ran before it: the property a cache keyed by request needs. Used by the server
+    launcher; the in-process engine starts every sequence from an empty KV stream the same way, so both
+    give the same outputs.
     """
     from llama_cpp import Llama
 
@@ -74,72 +76,58 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+DEFAULT_BATCH_SIZE = 8  # measured: results/bench/speed.md
+
+
 class LlamaCppBackend:
+    """In-process generation with continuous batching (:mod:`cotbench.backends.llamacpp_engine`).
+
+    ``batch_size`` requests are decoded together; ``batch_size=1`` runs one request at a time. Outputs do
+    not depend on it, nor on the other requests in a batch, and they equal what
+    ``Llama.create_chat_completion`` (llama_cpp.server's path) gives for the same request.
+    """
+
     name = "llamacpp"
 
     def __init__(self, model_path: str, model_id: str | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, seed: int = 0, verbose: bool = False):
+                 n_threads: int | None = None, seed: int = 0, verbose: bool = False,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
         # llama.cpp's OpenMP threads spin while waiting by default; on a small shared machine that made
         # single calls 10-50x slower (bench/README.md). Passive waiting is set before the library loads.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if batch_size < 1:
+            raise BackendError(f"batch size must be at least 1, got {batch_size}")
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError as e:  # pragma: no cover - dependency is in the base install
             raise BackendError("llama-cpp-python is not installed: pip install llama-cpp-python") from e
-        disable_extra_buffer_types()
-        fresh_context_per_call()
         if not Path(model_path).exists():
             raise BackendError(f"GGUF model file not found: {model_path}")
+        from cotbench.backends.llamacpp_engine import BatchedEngine
+
         self.model_path = str(model_path)
         self.model_id = model_id or Path(model_path).name
         self.revision = file_sha256(model_path)[:16]
         self.n_ctx = n_ctx
+        self.batch_size = batch_size
+        self.seed = seed  # every request carries its own seed; kept for describe()
         self.stats = BackendStats()
-        self._llm = Llama(model_path=self.model_path, n_ctx=n_ctx, seed=seed, verbose=verbose,
-                          n_threads=n_threads or max(1, (os.cpu_count() or 1)), logits_all=False)
+        self._engine = BatchedEngine(self.model_path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
 
     def describe(self) -> dict:
         return {"backend": self.name, "model_path": self.model_path, "model_sha256_16": self.revision,
-                "n_ctx": self.n_ctx}
-
-    def complete(self, req: Request) -> Response:
-        t0 = time.perf_counter()
-        try:
-            out = self._create(req)
-        except ValueError as e:  # prompt longer than the context window: a recorded outcome, not a crash
-            if "context" not in str(e).lower() and "exceed" not in str(e).lower():
-                raise
-            self.stats.calls += 1
-            self.stats.note_refusal("context_overflow")
-            return Response(text="", tokens_in=None, tokens_out=0, finish_reason="context_overflow",
-                            latency_s=time.perf_counter() - t0)
-        self.stats.calls += 1
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return Response(
-            text=choice["message"].get("content") or "",
-            tokens_in=usage.get("prompt_tokens"),
-            tokens_out=usage.get("completion_tokens"),
-            finish_reason=choice.get("finish_reason"),
-            latency_s=time.perf_counter() - t0,
-        )
-
-    def _create(self, req: Request) -> dict:
-        p = req.params
-        return self._llm.create_chat_completion(
-            messages=[dict(m) for m in req.messages],
-            max_tokens=p.max_tokens,
-            temperature=p.temperature,
-            top_p=p.top_p,
-            stop=list(p.stop) or None,
-            seed=p.seed + req.sample_index,
-        )
+                "n_ctx": self.n_ctx, "batch_size": self.batch_size}
 
     def generate(self, requests: list[Request], on_result: OnResult) -> None:
-        for req in requests:
-            on_result(req, self.complete(req))
+        def counted(req: Request, resp: Response) -> None:
+            self.stats.calls += 1
+            if resp.finish_reason == "context_overflow":  # the item's outcome, counted in the manifest
+                self.stats.note_refusal(resp.finish_reason)
+            on_result(req, resp)
+
+        self._engine.run(requests, counted, self.batch_size)
 
     def close(self) -> None:
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is not None:
-            llm.close()
+        engine, self._engine = getattr(self, "_engine", None), None
+        if engine is not None:
+            engine.close()

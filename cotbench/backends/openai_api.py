@@ -22,6 +22,7 @@ import random
 import re
 import time
 from typing import Any
+from types import SimpleNamespace
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
 from cotbench.types import Request, Response
@@ -85,6 +86,61 @@ def chat_params(model_id: str, req: Request, allow_prefill: bool) -> dict:
     if p.extra_body:  # server-specific sampling fields travel with each request (they are part of its key)
         out["extra_body"] = json.loads(p.extra_body)
     return out
+
+
+POOL_SIZE = 8  # connections per HTTP connection pool
+
+
+class _LeanCompletions:
+    """``chat.completions.create`` as one plain HTTP POST; ``_one`` uses it like the SDK's.
+
+    The same URL, headers (the SDK client's own, API key included), JSON fields, timeout and error types
+    as the SDK's ``create``: HTTP errors are built by the SDK client from the response, timeouts and other
+    transport failures become ``APITimeoutError`` / ``APIConnectionError`` as in the SDK. What is left out
+    is the SDK's per-call machinery (request transformation, options copies, response models): against a
+    fast endpoint it cost more than the HTTP exchange itself (bench/README.md).
+    """
+
+    def __init__(self, sdk, http):
+        self._sdk, self._http = sdk, http
+        self._url = f"{sdk.base_url}chat/completions"  # the SDK keeps a trailing slash on base_url
+        self._headers = {k: v for k, v in sdk.default_headers.items()  # SDK telemetry headers left out
+                         if isinstance(v, str) and not k.lower().startswith("x-stainless")}
+        self._headers["Authorization"] = f"Bearer {sdk.api_key}"
+
+    async def create(self, *, timeout: float, extra_body: dict | None = None, **params):
+        import httpx
+        import openai
+
+        body = json.dumps({**params, **(extra_body or {})}).encode()
+        request = self._http.build_request("POST", self._url, content=body, headers=self._headers, timeout=timeout)
+        try:
+            response = await self._http.send(request)
+        except Exception as e:
+            raise (openai.APITimeoutError(request=request) if isinstance(e, httpx.TimeoutException)
+                   else openai.APIConnectionError(request=request)) from e
+        if not response.is_success:
+            await response.aread()
+            raise self._sdk._make_status_error_from_response(response)
+        return _attrs(response.json())
+
+
+def _attrs(x):
+    """Parsed JSON with attribute access, the way ``_one`` reads the SDK's response models."""
+    if isinstance(x, dict):
+        return SimpleNamespace(**{k: _attrs(v) for k, v in x.items()})
+    if isinstance(x, list):
+        return [_attrs(v) for v in x]
+    return x
+
+
+class _LeanClient:
+    def __init__(self, sdk, http):
+        self._http = http
+        self.chat = SimpleNamespace(completions=_LeanCompletions(sdk, http))
+
+    async def close(self) -> None:
+        await self._http.aclose()
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -162,26 +218,43 @@ class OpenAIBackend:
                 await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng))
                 attempt += 1
 
-    async def _run(self, requests: list[Request], on_result: OnResult) -> None:
+    def _clients(self) -> list[_LeanClient]:
+        """Chat clients on pools of at most POOL_SIZE connections, ``concurrency`` connections in all: httpx's
+        pool scans all its connections on every request, so one 64-connection pool was the bottleneck of the
+        client (bench/README.md). One SDK client supplies the URL, headers and error types (its retries are
+        off: ours are counted); one TLS context serves every pool."""
         import httpx
         import openai
 
-        sem = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
-                                      http_client=httpx.AsyncClient(limits=limits)) as client:
-            async def tagged(req: Request) -> tuple[Request, Response]:
-                return req, await self._one(client, req, sem)
+        n_pools = -(-self.concurrency // POOL_SIZE)
+        per_pool = -(-self.concurrency // n_pools)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        tls = httpx.create_ssl_context()
+        pools = [httpx.AsyncClient(limits=limits, verify=tls) for _ in range(n_pools)]
+        sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0, http_client=pools[0])
+        return [_LeanClient(sdk, http) for http in pools]
 
-            tasks = [asyncio.ensure_future(tagged(r)) for r in requests]
-            try:
-                for fut in asyncio.as_completed(tasks):
-                    req, resp = await fut
-                    on_result(req, resp)
-            finally:  # on an error or Ctrl-C, stop the in-flight calls; finished ones are already stored
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+    async def _run(self, requests: list[Request], on_result: OnResult) -> None:
+        # ``concurrency`` workers share the requests, spread over the pools; each reports a result the moment
+        # it has it
+        clients = self._clients()
+        sem = asyncio.Semaphore(self.concurrency)  # never waited on: the workers bound concurrency
+        todo = iter(requests)
+
+        async def worker(client) -> None:
+            for req in todo:
+                on_result(req, await self._one(client, req, sem))
+
+        workers = [asyncio.ensure_future(worker(clients[w % len(clients)]))
+                   for w in range(min(self.concurrency, len(requests)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:  # on an error or Ctrl-C, stop the in-flight calls; finished ones are already stored
+            for t in workers:
+                t.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            for c in clients:
+                await c.close()
 
     def generate(self, requests: list[Request], on_result: OnResult) -> None:
         if not requests:

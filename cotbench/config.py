@@ -35,6 +35,8 @@ class RunConfig:
     answer_type: str | None = None
     settings: list[str] = field(default_factory=lambda: list(CORE_SETTINGS))
     limit: int | None = None
+    sample: int | None = None  # a seeded, stratified sample of N items per dataset (cotbench.sampling)
+    sample_seed: int = 0
     skip_missing: bool = False  # skip datasets whose files are absent (on by default for --datasets all)
     data_dir: str | None = None
     out: str | None = None
@@ -76,6 +78,10 @@ class RunConfig:
             raise ValueError("--intervention needs --backend transformers")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be at least 1")
+        if self.sample is not None and self.sample < 1:
+            raise ValueError(f"--sample must be at least 1, got {self.sample}")
+        if self.sample is not None and self.limit is not None:
+            raise ValueError("--sample and --limit both choose items; give one of them")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
         if self.samples < 1:
@@ -103,6 +109,7 @@ NOT_IDENTITY = frozenset({
     "tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
     "price_in", "price_out", "chance_credit",
     "batch_api", "wait", "batch_poll",  # how requests travel (sync or provider batch), not what they are
+    "sample", "sample_seed",  # which items a sample holds enters the identity through the inputs digest
 })
 
 

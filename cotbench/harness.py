@@ -92,7 +92,35 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
         if "local" in src and Path(src["local"]).is_file():
             src["sha256"] = file_digest(Path(src["local"]))
         sources[t.name] = src
+    if cfg.sample is not None:
+        sample_data(data, sources, cfg.sample, cfg.sample_seed)
     return data, sources
+
+
+def sample_data(data: dict[Task, list[Example]], sources: dict[str, Any], n: int, seed: int) -> None:
+    """Keep a seeded sample of ``n`` items of each study dataset, stratified by sub-task and by the task's
+    subject field (:mod:`cotbench.sampling`); a dataset's sub-tasks (``bbh/...``) share its ``n``. Each
+    task's source records the sampled ids, so the manifest says which items were asked."""
+    from cotbench.sampling import stratified_sample
+    from cotbench.tasks import dataset_of
+
+    def dataset(t: Task) -> str:
+        try:
+            return dataset_of(t.name)
+        except ValueError:  # a --dataset-file task is a dataset of its own
+            return t.name
+
+    groups: dict[str, list[Task]] = {}
+    for t in data:
+        groups.setdefault(dataset(t), []).append(t)
+    for tasks in groups.values():
+        pairs = [(t, ex) for t in tasks for ex in data[t]]
+        strata = [t.name + (f"/{ex.metadata.get(t.stratum, '')}" if t.stratum else "") for t, ex in pairs]
+        kept = {id(ex) for _, ex in stratified_sample(pairs, strata, n, seed)}
+        for t in tasks:
+            data[t] = [ex for ex in data[t] if id(ex) in kept]
+            sources[t.name]["sample"] = {"n": n, "seed": seed, "stratum": t.stratum,
+                                         "ids": [ex.id for ex in data[t]]}
 
 
 def inputs_digest(data: dict[Task, list[Example]]) -> str:

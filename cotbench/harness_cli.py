@@ -27,7 +27,7 @@ def add_run_parser(sub) -> None:
 
     p = sub.add_parser("run", help="run models directly and with CoT over datasets",
                        description="Prompt a model directly and with chain-of-thought, zero- and few-shot. With no "
-                                   "arguments: a quick suite (embedded model, gsm8k + mmlu, 5 items each).")
+                                   "arguments: a quick suite (embedded model, gsm8k + mmlu, a seeded sample of 5 items each).")
     a = p.add_argument
     a("--config", help="YAML file with the same options as these flags (flags win)")
     a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME (default: "
@@ -41,6 +41,10 @@ def add_run_parser(sub) -> None:
     a("--answer-type", choices=["choice", "number", "boolean", "text"], help="answer type of --dataset-file")
     a("--settings", nargs="+", help=f"settings: {', '.join(SETTINGS)} (default: {default(d.settings)})")
     a("--limit", type=int, help="first N items of each dataset (default: all)")
+    a("--sample", type=int, help="a seeded random N items of each dataset, stratified by sub-task and subject "
+                                 "(MMLU subject, MMLU-Pro category, MATH type, ...), proportionally allocated; "
+                                 "the ids go to the manifest (default: all)")
+    a("--sample-seed", type=int, help=f"seed of --sample (default: {d.sample_seed})")
     a("--skip-missing", action="store_true", default=None,
       help="skip datasets whose local files are absent instead of stopping (implied by --datasets all)")
     a("--data-dir", help="local mirror in the hub schema (default: the Hugging Face hub; env COTBENCH_DATA_DIR)")
@@ -115,9 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, overrides)
     _expand_all(cfg)
     if quick:
-        cfg.limit = QUICK_LIMIT
+        cfg.sample = QUICK_LIMIT
         cfg.datasets = list(QUICK_DATASETS)
-        print(f"Quick suite: {cfg.model} on {' '.join(cfg.datasets)} ({QUICK_LIMIT} items each), "
+        print(f"Quick suite: {cfg.model} on {' '.join(cfg.datasets)} ({QUICK_LIMIT} items each, a seeded "
+              f"stratified sample), "
               f"settings {' '.join(cfg.settings)}.", file=sys.stderr)
     if cfg.data_dir is None and os.environ.get("COTBENCH_DATA_DIR"):
         cfg.data_dir = os.environ["COTBENCH_DATA_DIR"]

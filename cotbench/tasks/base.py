@@ -39,6 +39,7 @@ class Task:
     expected_count: int | None = None  # full split size as the study used it
     read_rows: Callable[[Path], list[dict[str, Any]]] | None = None  # custom local reader
     row_filter: Callable[[dict[str, Any]], bool] | None = None  # keep only rows it accepts (e.g. answerable)
+    stratum: str | None = None  # metadata key whose value is an item's subject, for a stratified --sample
 
     def local_path(self, data_dir: str | Path) -> Path:
         """The first of ``local_files`` that exists under ``data_dir`` (what :meth:`load` reads)."""

@@ -91,6 +91,7 @@ TASKS = [
         hub=HubSource("prometheus-eval/BiGGen-Bench", None, "test"),
         local_files=mirror("biggen_bench/test.jsonl"), to_example=biggen_example, row_filter=not_vision,
         prompt_file="biggen", max_tokens={"direct": 768, "cot": 1536}, fewshot=False, expected_count=765,
+        stratum="capability",
         description="BiGGen Bench: open-ended generation in 9 capabilities, judged 1-5 by an LLM (>=4 counts).",
     )
 ]

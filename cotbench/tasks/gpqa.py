@@ -42,7 +42,7 @@ TASKS = [
         name="gpqa", group="mathematical", answer_type="choice",
         hub=HubSource("Idavidrein/gpqa", "gpqa_main", "train"),
         local_files=mirror("gpqa/train.jsonl"), to_example=gpqa_example, prompt_file="gpqa",
-        max_tokens={"direct": 16, "cot": 1024}, expected_count=448,
+        max_tokens={"direct": 16, "cot": 1024}, expected_count=448, stratum="subdomain",
         description="GPQA: Google-proof graduate science questions, 4 options shuffled with a fixed seed.",
     )
 ]

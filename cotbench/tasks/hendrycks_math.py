@@ -35,7 +35,7 @@ TASKS = [
         name="math", group="mathematical", answer_type="math",
         hub=HubSource("lighteval/MATH", "all", "test"),
         local_files=mirror("math/test.jsonl"), to_example=math_example, prompt_file="math",
-        max_tokens={"direct": 64, "cot": 1024}, expected_count=5000,
+        max_tokens={"direct": 64, "cot": 1024}, expected_count=5000, stratum="type",
         description="MATH: competition mathematics, LaTeX answers checked for equivalence with math-verify.",
     )
 ]

@@ -53,7 +53,7 @@ TASKS = [
         hub=HubSource("cais/mmlu", "all", "test"),
         local_files=mirror("mmlu/test.jsonl"),
         to_example=mmlu_example, prompt_file="mmlu", max_tokens={"direct": 16, "cot": 768},
-        expected_count=14042,
+        expected_count=14042, stratum="subject",
         description="57-subject multiple-choice knowledge exam (4 options); subject in metadata.",
     ),
     Task(
@@ -61,7 +61,7 @@ TASKS = [
         hub=HubSource("TIGER-Lab/MMLU-Pro", None, "test"),
         local_files=mirror("mmlu_pro/test.jsonl"),
         to_example=mmlu_pro_example, prompt_file="mmlu_pro", max_tokens={"direct": 16, "cot": 1024},
-        expected_count=12032,
+        expected_count=12032, stratum="category",
         description="Harder MMLU successor with up to 10 options (A-J), 14 categories.",
     ),
 ]

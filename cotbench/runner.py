@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -266,6 +265,3 @@ def summarize(rows: list[SampleResult], price_in: float | None = None, price_out
     out.sort(key=lambda d: (d["model"], d["dataset"], order.get(d["setting"], 99)))
     return out
 
-
-def now() -> float:
-    return time.time()

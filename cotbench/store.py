@@ -57,7 +57,6 @@ class Store:
             self._db.executescript(SCHEMA)
         except (sqlite3.DatabaseError, OSError) as e:
             raise OSError(f"cannot open the store {self.path}: {e}") from None
-        self.writes = 0
 
     def get_many(self, keys: list[str]) -> dict[str, Response]:
         found: dict[str, Response] = {}
@@ -79,7 +78,6 @@ class Store:
             )
         except sqlite3.OperationalError as e:  # disk full, read-only file system, locked …
             raise OSError(f"cannot write to the store {self.path}: {e}") from None
-        self.writes += 1
 
     def import_from(self, other: str | Path) -> int:
         """Copy the generations of another store file that this one lacks; returns how many were added."""

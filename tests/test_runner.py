@@ -120,7 +120,7 @@ def test_summary_accuracy_se_cost_and_chance_credit():
 def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
     """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
     import cotbench.harness as harness
-    from cotbench.tasks.base import HubUnavailable
+    from cotbench.tasks.hub import HubUnavailable
 
     seen = []
 

@@ -353,7 +353,7 @@ def test_run_help_states_each_real_default_once(capsys):
 
 
 def test_hub_unreachable_is_detected_at_once(monkeypatch):
-    from cotbench.tasks.base import HubUnavailable
+    from cotbench.tasks.hub import HubUnavailable
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)

@@ -37,8 +37,6 @@ class SolverOutput:
 
 
 SolverGen = Generator[Call, Response, SolverOutput]
-# A solver factory: (example, setting name, prompt spec, task) -> generator
-SolverFn = Callable[..., SolverGen]
 
 
 def generate(call: Call) -> SolverGen:

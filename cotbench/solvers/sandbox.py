@@ -1358,10 +1358,5 @@ def run_z3(code: str, limits: Limits | None = None) -> Outcome:
     return run_code(code, "z3", limits)
 
 
-def check_sandbox() -> Outcome:
-    """A quick self-test (runs ``answer = 42``); call before a run to fail early on a broken sandbox."""
-    return run_python("answer = 42", Limits(wall_s=20))
-
-
 if __name__ == "__main__" and sys.argv[1:] == ["--launch"]:
     sys.exit(_launch())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cotbench.records import DataError, iter_jsonl
-from cotbench.tasks.hub import HubSource, HubUnavailable, load_hub_rows  # noqa: F401 (harness_cli)
+from cotbench.tasks.hub import HubSource, load_hub_rows
 from cotbench.types import AnswerType, Example
 
 GROUPS = ("commonsense", "knowledge", "soft_reasoning", "symbolic", "mathematical")

@@ -24,6 +24,7 @@ from typing import Any
 from cotbench.backends.base import Backend
 from cotbench.config import QUICK_DATASETS, RunConfig, default_store_path
 from cotbench.models import ModelSpec, model_path, resolve_model
+from cotbench.records import file_sha256
 from cotbench.runner import RunOptions, build_units, execute, score_unit, summarize
 from cotbench.store import Store
 from cotbench.tasks.base import DataMissing, Task
@@ -68,14 +69,6 @@ def resolve_tasks(cfg: RunConfig) -> list[Task]:
     return unique
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
-
-
 def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Example]], dict[str, Any]]:
     """Load each task's examples; record where they came from (file + sha256, or hub id + revision)."""
     data, sources = {}, {}
@@ -90,7 +83,7 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
             continue
         src = t.source(cfg.data_dir)
         if "local" in src and Path(src["local"]).is_file():
-            src["sha256"] = file_digest(Path(src["local"]))
+            src["sha256"] = file_sha256(Path(src["local"]))
         sources[t.name] = src
     if cfg.sample is not None:
         sample_data(data, sources, cfg.sample, cfg.sample_seed)

@@ -7,11 +7,12 @@ on this leaf instead of on the datasets layer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-__all__ = ["DataError", "LETTERS", "iter_jsonl", "read_jsonl", "split_values"]
+__all__ = ["DataError", "LETTERS", "file_sha256", "hash_file", "iter_jsonl", "read_jsonl", "split_values"]
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels: choice i is LETTERS[i]
 
@@ -48,3 +49,16 @@ def split_values(values: Sequence[str] | str | None) -> list[str]:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file; a bad line raises DataError naming file and line."""
     return [obj for _, obj in iter_jsonl(path)]
+
+
+def hash_file(path: str | Path, h: "hashlib._Hash") -> "hashlib._Hash":
+    """Feed a file's bytes to ``h`` in 1 MiB pieces (data files and model weights can be GBs)."""
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, hex: how the manifest and the request keys name data and weight files."""
+    return hash_file(path, hashlib.sha256()).hexdigest()

@@ -8,11 +8,11 @@ settings, so it gives the same outputs.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
+from cotbench.records import file_sha256
 from cotbench.types import Request, Response
 
 
@@ -66,14 +66,6 @@ def fresh_context_per_call() -> None:
 
     create_chat_completion._cotbench_fresh = True
     Llama.create_chat_completion = create_chat_completion
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 DEFAULT_BATCH_SIZE = 8  # measured: results/bench/speed.md

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
+from cotbench.records import hash_file
 from cotbench.types import Request, Response
 
 # torch's OpenMP threads spin while idle by default; on a small shared machine that made calls ~10x
@@ -43,9 +44,7 @@ def model_digest(path: str | Path) -> str:
         f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".txt")))
     for f in files:
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            while b := fh.read(1 << 20):
-                h.update(b)
+        hash_file(f, h)
     return h.hexdigest()[:16]
 
 

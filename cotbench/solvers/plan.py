@@ -42,7 +42,7 @@ from typing import Any
 
 
 from cotbench.extract import normalize_number, strip_think
-from cotbench.prompts import fill, format_choices, read_prompt_yaml
+from cotbench.prompts import fill, prompt_fields, read_prompt_yaml
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
 from cotbench.solvers.sandbox import Limits, Outcome, run_code
 from cotbench.records import LETTERS, DataError
@@ -117,13 +117,6 @@ def resolve_plan_spec(spec: dict[str, Any] | None, dataset: str) -> dict[str, An
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def _fields(question: str, choices, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    f = dict(extra or {})
-    f.update(question=question, choices=format_choices(choices),
-             letters=", ".join(LETTERS[: len(choices)]) if choices else "")
-    return f
-
-
 def answer_text(answer: str, choices) -> str:
     """An exemplar's answer as the task writes answers: "(B) False" for choice tasks, else as is."""
     if choices:
@@ -135,7 +128,7 @@ def answer_text(answer: str, choices) -> str:
 
 def _exemplar_fields(ex: dict[str, Any], example: Example) -> dict[str, Any]:
     choices = ex.get("choices") or (example.choices if example.answer_type == "choice" else None)
-    f = _fields(ex["question"].strip(), choices, ex)
+    f = prompt_fields(ex["question"].strip(), choices, ex)
     f.update(plan=ex["plan"].strip(), execution=" ".join(ex["execution"].split()),
              answer=answer_text(str(ex["answer"]), choices))
     return f
@@ -150,7 +143,7 @@ def _messages(pspec: dict[str, Any], user_key: str, answer_key: str, example: Ex
         f = _exemplar_fields(ex, example)
         msgs.append({"role": "user", "content": fill(pspec[user_key], f).strip()})
         msgs.append({"role": "assistant", "content": fill(pspec[answer_key], f).strip()})
-    target = _fields(example.question, example.choices, example.metadata)
+    target = prompt_fields(example.question, example.choices, example.metadata)
     if plan is not None:
         target["plan"] = plan
     msgs.append({"role": "user", "content": fill(pspec[user_key], target).strip()})

@@ -109,7 +109,8 @@ def test_sub_tasks_share_the_dataset_sample(tiny_data):
     assert [len(v) for v in data.values()] == [1, 1, 1]  # 3 of 9, one per sub-task (3 rows each)
 
 
-def test_the_sample_is_part_of_the_run_identity_and_manifest(mixed_mmlu, tmp_path):
+def test_the_sample_is_part_of_the_run_identity_and_manifest(mixed_mmlu, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default run directories go under ./runs
     backend = TableBackend(lambda req: "The answer is (A).")
     outs = []
     for seed in (0, 0, 1):

@@ -157,7 +157,9 @@ def execute(units: list[Unit], backend: Backend, store: Store, opts: RunOptions,
 
         def on_result(req: Request, resp: Response) -> None:
             nonlocal done
-            if resp.finish_reason not in REFUSALS:
+            if resp.finish_reason in REFUSALS:  # counted here for every backend, never stored
+                routes[route_of[req.key]].stats.note_refusal(resp.finish_reason)
+            else:
                 store.put(req, resp)  # committed before it counts as done
             have[req.key] = resp
             done += 1

@@ -367,3 +367,5 @@ def test_cli_run_records_an_over_long_prompt_and_exits_zero(fake_vllm, tmp_path,
     assert rc == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["finish_reason"] for r in rows) == ["context_overflow", "stop"]
+    # counted in the manifest like every backend's refusals (the runner counts them, not each backend)
+    assert json.loads((out / "manifest.json").read_text())["backend_stats"]["refusals"] == {"context_overflow": 1}

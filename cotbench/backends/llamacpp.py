@@ -113,8 +113,6 @@ class LlamaCppBackend:
     def generate(self, requests: list[Request], on_result: OnResult) -> None:
         def counted(req: Request, resp: Response) -> None:
             self.stats.calls += 1
-            if resp.finish_reason == "context_overflow":  # the item's outcome, counted in the manifest
-                self.stats.note_refusal(resp.finish_reason)
             on_result(req, resp)
 
         self._engine.run(requests, counted, self.batch_size)

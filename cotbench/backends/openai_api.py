@@ -199,7 +199,6 @@ class OpenAIBackend:
                     refused = item_outcome(e.status_code, e.body, e.message)
                     if refused is not None:
                         self.stats.calls += 1
-                        self.stats.note_refusal(refused)
                         return Response(text="", tokens_in=None, tokens_out=0, finish_reason=refused,
                                         latency_s=time.perf_counter() - t0, retries=attempt)
                     if e.status_code not in RETRY_STATUS:

@@ -377,8 +377,6 @@ class OpenAIBatchBackend:
                 tally[res.kind] = tally.get(res.kind, 0) + 1
                 if res.kind in ("ok", "outcome"):
                     self.stats.calls += 1
-                    if res.kind == "outcome":  # counted with the synchronous path's refusals
-                        self.stats.note_refusal(res.reason)
                     deliver(res.key, reqs[res.key], res.response)
                 elif res.kind == "retry":
                     self.stats.note_retry(res.reason)

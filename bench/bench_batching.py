@@ -23,17 +23,22 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see results/bench/speed.md: spinning threads on a shared box
+from cotbench.backends.threads import openmp_wait_defaults  # noqa: E402
+
+openmp_wait_defaults()  # before llama_cpp loads; the environment's own values win
 
 from _common import DATA_DIR, machine, median, write_json  # noqa: E402
 
-from cotbench.backends.llamacpp import disable_extra_buffer_types, fresh_context_per_call  # noqa: E402
+from cotbench.backends.llamacpp import (  # noqa: E402
+    disable_extra_buffer_types,
+    fresh_context_per_call,
+)
 from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
-from cotbench.models import DEFAULT_MODEL, embedded_gguf  # noqa: E402
-from cotbench.prompts import load_prompt_file, render  # noqa: E402
-from cotbench.settings import get_setting  # noqa: E402
+from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
+from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
+from cotbench.pipeline.settings import get_setting  # noqa: E402
+from cotbench.records import GenParams, Request  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402
-from cotbench.types import GenParams, Request  # noqa: E402
 
 REFERENCE = "create_chat_completion"
 
@@ -78,11 +83,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     ap.add_argument("--skip-reference", action="store_true", help="leave out create_chat_completion")
     ap.add_argument("--data-dir", default=str(DATA_DIR))
+    ap.add_argument("--gguf", help="model file (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--out", help="results JSON (default results/bench/batching.json)")
     a = ap.parse_args()
     reqs = requests(a.n, Path(a.data_dir), a.max_tokens)
     threads = a.threads or os.cpu_count()
-    engine = BatchedEngine(str(embedded_gguf()), n_ctx=a.n_ctx, n_threads=threads)
+    gguf = a.gguf or str(embedded_gguf())
+    engine = BatchedEngine(gguf, n_ctx=a.n_ctx, n_threads=threads)
     modes = ["batch=1"] + [f"batch={b}" for b in a.batch_sizes if b != 1]
     llm = None
     if not a.skip_reference:
@@ -90,7 +97,7 @@ def main() -> None:
 
         disable_extra_buffer_types()
         fresh_context_per_call()
-        llm = Llama(model_path=str(embedded_gguf()), n_ctx=a.n_ctx, n_threads=threads, verbose=False)
+        llm = Llama(model_path=gguf, n_ctx=a.n_ctx, n_threads=threads, verbose=False)
         modes.insert(0, REFERENCE)
     warm = requests(2, Path(a.data_dir), 8)  # untimed: first-call costs (allocations, page faults)
     run_engine(engine, warm, 2)
@@ -127,8 +134,8 @@ def main() -> None:
         "benchmark": "in-process llama.cpp: continuous batching vs one request at a time",
         "command": f"python bench/bench_batching.py --n {a.n} --max-tokens {a.max_tokens} --batch-sizes "
                    f"{' '.join(map(str, a.batch_sizes))} --reps {a.reps}"
-                   + (" --skip-reference" if llm is None else ""),
-        "model": f"{DEFAULT_MODEL} (embedded GGUF)", "llama_threads": threads, "n_ctx": a.n_ctx,
+                   + (" --skip-reference" if llm is None else "") + (f" --gguf {a.gguf}" if a.gguf else ""),
+        "model": a.gguf or f"{DEFAULT_MODEL} (embedded GGUF)", "llama_threads": threads, "n_ctx": a.n_ctx,
         "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
                      "max_tokens": a.max_tokens, "temperature": 0, "reps": a.reps},
         "ratio_definition": "tokens/s of a mode / tokens/s of the base mode in the same repetition, median over "

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cotbench.meta.effects import raw_difference  # noqa: E402
-from cotbench.meta.models import robust, rma, rma_mv  # noqa: E402
+from cotbench.meta.models import rma, rma_mv, robust  # noqa: E402
 from cotbench.meta.schema import CATEGORIES  # noqa: E402
 
 

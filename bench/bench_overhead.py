@@ -22,10 +22,10 @@ from pathlib import Path
 from _common import DATA_DIR, machine, median, write_json
 
 from cotbench.backends.table import TableBackend
-from cotbench.config import build_config
-from cotbench.harness import run
-from cotbench.prompts import load_prompt_file, render
-from cotbench.settings import get_setting
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
+from cotbench.pipeline.prompts import load_prompt_file, render
+from cotbench.pipeline.settings import get_setting
 from cotbench.tasks import get_task
 
 

@@ -20,16 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-# llama.cpp's OpenMP threads sleep instead of spinning (set before llama_cpp loads): on a 2-core machine
-# shared with other work, spinning made single calls 10-50x slower and the timings meaningless
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from cotbench.backends.threads import openmp_wait_defaults  # noqa: E402
+
+openmp_wait_defaults()  # before llama_cpp loads (cotbench.backends.threads)
 
 from _common import DATA_DIR, machine, write_json  # noqa: E402
 
 from cotbench.backends.table import TableBackend  # noqa: E402
-from cotbench.config import build_config  # noqa: E402
-from cotbench.harness import run  # noqa: E402
-from cotbench.settings import CORE_SETTINGS  # noqa: E402
+from cotbench.pipeline.config import build_config  # noqa: E402
+from cotbench.pipeline.harness import run  # noqa: E402
+from cotbench.pipeline.settings import CORE_SETTINGS  # noqa: E402
 
 
 def timed_run(cfg, backend=None) -> tuple[float, dict]:

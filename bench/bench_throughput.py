@@ -7,7 +7,7 @@ greedy decoding, at the same concurrency:
 * ``raw``: a minimal ``httpx`` asyncio client posting the exact payloads cotbench sends — the ceiling;
 * ``cotbench_backend``: cotbench's ``openai`` backend alone (``OpenAIBackend.generate`` on the same
   requests): the client's own cost, without the harness around it;
-* ``cotbench``: ``cotbench.harness.run`` with the ``openai`` backend (fresh store each repetition, so
+* ``cotbench``: ``cotbench.pipeline.harness.run`` with the ``openai`` backend (fresh store each repetition, so
   nothing is served from cache; includes loading data, rendering, storing, scoring, writing outputs);
 * ``lm_eval``: ``lm_eval.simple_evaluate`` with ``local-chat-completions`` and a small task YAML over
   the same items (written to a temp dir; the local file, no hub download); includes building the task,
@@ -47,11 +47,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars
 
 from _common import DATA_DIR, machine, median, tree_cpu_s, write_json  # noqa: E402
 
-from cotbench.config import build_config  # noqa: E402
-from cotbench.harness import run  # noqa: E402
-from cotbench.models import DEFAULT_MODEL, embedded_gguf  # noqa: E402
-from cotbench.prompts import load_prompt_file, render  # noqa: E402
-from cotbench.settings import get_setting  # noqa: E402
+from cotbench.pipeline.config import build_config  # noqa: E402
+from cotbench.pipeline.harness import run  # noqa: E402
+from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
+from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
+from cotbench.pipeline.settings import get_setting  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402
 from cotbench.testing.servers import free_port, llama_server  # noqa: E402
 
@@ -166,7 +166,7 @@ def run_lm_eval(url: str, task_name: str, tm, n: int, max_tokens: int, concurren
 def run_backend(url: str, its: list[dict], max_tokens: int, concurrency: int) -> dict:
     """cotbench's ``openai`` backend alone (no harness): the client's own per-request cost."""
     from cotbench.backends.openai_api import OpenAIBackend
-    from cotbench.types import GenParams, Request
+    from cotbench.records import GenParams, Request
 
     reqs = [Request(model=DEFAULT_MODEL, model_revision="", backend="openai",
                     messages=({"role": "user", "content": it["prompt"]},),
@@ -348,7 +348,7 @@ def main() -> None:
                "clients_measured": {
                    "raw": "minimal httpx asyncio client posting the same payloads (the ceiling)",
                    "cotbench_backend": "cotbench.backends.openai_api.OpenAIBackend.generate alone, same requests",
-                   "cotbench": "the whole harness (cotbench.harness.run): data, render, store, score, outputs",
+                   "cotbench": "the whole harness (cotbench.pipeline.harness.run): data, render, store, score, outputs",
                    "lm_eval": "lm_eval.simple_evaluate with local-chat-completions"},
                "ratio_definition": "throughput ratio = other client's wall time / cotbench's wall time in the same "
                                    "repetition, median over repetitions (>1 means cotbench is faster)",

@@ -12,12 +12,12 @@ import sys
 from cotbench.backends.base import EXIT_PENDING, BackendError, BackendPending
 
 AREAS = (
-    "cotbench.harness_cli",   # run, list, report
+    "cotbench.pipeline.cli",   # run, list, report
     "cotbench.analysis.cli",  # analyze
     "cotbench.figures.cli",   # figures
-    "cotbench.published_cli", # published
+    "cotbench.published.cli", # published
     "cotbench.meta.cli",      # meta validate|query|import|fit|plot
-    "cotbench.batches_cli",   # batches status|collect|cancel
+    "cotbench.pipeline.batches_cli",   # batches status|collect|cancel
     "cotbench.heads.cli",     # heads retrieval|lofit|needles|figures
 )
 

@@ -14,13 +14,14 @@ import os
 import tempfile
 from pathlib import Path
 
-# before any test loads llama.cpp: passive OpenMP waiting (see cotbench/backends/llamacpp.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# before any test loads llama.cpp: a short OpenMP spin, then sleep (see cotbench/backends/threads.py)
+from cotbench.backends.threads import openmp_wait_defaults  # noqa: E402
+
+openmp_wait_defaults()
 # module- and session-scoped fixtures run before the per-test store below: keep them off the user's cache too
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cotbench-test-cache-")
 
 import pytest
-
 from tiny_mirror import write_tiny_mirror
 
 REPO = Path(__file__).resolve().parents[1]

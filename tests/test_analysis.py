@@ -14,15 +14,13 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from cotbench import published
 from cotbench.analysis import equals, gains, plan, selective, significance
 from cotbench.analysis.disagreements import disagreements
 from cotbench.analysis.load import frame_from_rows, load_run, load_runs
 from cotbench.analysis.render import render, text_table
 from cotbench.cli import main
-from cotbench.records import DataError
-from cotbench.types import SampleResult
-
+from cotbench.published import importer as published
+from cotbench.records import DataError, SampleResult
 
 # ---------------------------------------------------------------- builders
 
@@ -119,7 +117,7 @@ def test_summary_and_samples_must_agree_on_n(tmp_path):
 
 
 def test_schema_versions_are_checked(tmp_path):
-    from cotbench.types import SCHEMA_VERSION
+    from cotbench.records import SCHEMA_VERSION
 
     rows = [dict(r, schema_version=SCHEMA_VERSION) for r in paired_rows(DIRECT, COT)]
     run = write_run(tmp_path / "r", rows)
@@ -137,9 +135,9 @@ def test_schema_versions_are_checked(tmp_path):
 def test_a_run_written_by_the_harness_reads_back(tmp_path):
     """samples.jsonl and manifest.json carry the schema version, and the analyzer accepts them."""
     from cotbench.backends.table import TableBackend
-    from cotbench.config import build_config
-    from cotbench.harness import run
-    from cotbench.types import SCHEMA_VERSION
+    from cotbench.pipeline.config import build_config
+    from cotbench.pipeline.harness import run
+    from cotbench.records import SCHEMA_VERSION
 
     f = tmp_path / "mine.jsonl"
     f.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": i + 1}) + "\n" for i in range(4)))

@@ -17,17 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from cotbench import harness
 from cotbench.backends.base import EXIT_PENDING, BackendError
-from cotbench.backends.openai_batch import (BatchLedger, OpenAIBatchBackend, batch_line, batch_prices, plan_chunks,
-                                            read_line)
+from cotbench.backends.openai_batch import (
+    BatchLedger,
+    OpenAIBatchBackend,
+    batch_line,
+    batch_prices,
+    plan_chunks,
+    read_line,
+)
 from cotbench.cli import main as cli_main
-from cotbench.config import build_config
-from cotbench.harness import run
-from cotbench.models import DEFAULT_MODEL, MODELS, embedded_gguf
+from cotbench.pipeline import harness
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
+from cotbench.pipeline.registry import DEFAULT_MODEL, MODELS, embedded_gguf
+from cotbench.records import GenParams, Request
 from cotbench.testing.batch_server import BatchServer
 from cotbench.testing.servers import llama_server
-from cotbench.types import GenParams, Request
 
 pytestmark = pytest.mark.timeout(300)  # a wait that never ends is a failure, not a hang
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +155,7 @@ def test_batch_prices_and_registry_discounts():
 
 
 def test_ledger_never_records_a_request_twice(tmp_path):
-    from cotbench.store import Store
+    from cotbench.pipeline.store import Store
 
     store = Store(tmp_path / "s.sqlite")
     led = BatchLedger(store.path)
@@ -166,7 +172,7 @@ def test_ledger_never_records_a_request_twice(tmp_path):
 
 
 def test_progress_over_batches_without_a_terminal(capsys):
-    from cotbench.progress import Progress
+    from cotbench.pipeline.progress import Progress
 
     with Progress(enabled=True) as prog:  # stderr is captured: not a terminal, so sparse lines
         prog.batches(0, 2, 0, 10)

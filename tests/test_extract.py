@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cotbench.extract import (
+from cotbench.records import Example, Extraction
+from cotbench.scoring.extract import (
     DEFAULT_EXTRACTOR,
     EXTRACTORS,
     extract_answer,
@@ -16,7 +17,6 @@ from cotbench.extract import (
     strip_think,
     text_f1,
 )
-from cotbench.types import Example, Extraction
 
 MC = Example("t/0", "t", "What is the capital of the United Kingdom?", "B", "choice",
              ("Paris", "London", "Rome", "Berlin"))
@@ -375,7 +375,7 @@ def test_last_stated_answer_wins_over_an_earlier_box():
     ("text", "London", {}),
 ])
 def test_every_answer_type_has_strict_default_flexible(answer_type, gold, example_kw):
-    from cotbench.extract import APPLICABLE, extract_all
+    from cotbench.scoring.extract import APPLICABLE, extract_all
 
     ex = Example("x/0", "x", "q", gold, answer_type, **example_kw)
     got = extract_all("Some reasoning.\nThe answer is " + ("B" if answer_type == "choice" else gold) + ".", ex)
@@ -385,7 +385,7 @@ def test_every_answer_type_has_strict_default_flexible(answer_type, gold, exampl
 
 
 def test_extract_all_keeps_a_per_example_default_override():
-    from cotbench.extract import extract_all
+    from cotbench.scoring.extract import extract_all
 
     ex = Example("x/1", "x", "q", "18", "number", metadata={"extractor": "number_strict"})
     got = extract_all("9 * 2 = 18.", ex)
@@ -416,7 +416,7 @@ def _published_rows(name: str) -> list[dict]:
 
 @pytest.mark.parametrize("name", sorted(AGREEMENT))
 def test_agreement_with_published_verdicts(name):
-    from cotbench.extract import extract_all
+    from cotbench.scoring.extract import extract_all
 
     rows = _published_rows(name)
     agree = 0

@@ -20,9 +20,9 @@ import pytest
 
 from cotbench.backends.base import BackendError
 from cotbench.backends.table import TableBackend
-from cotbench.config import build_config
-from cotbench.harness import run
-from cotbench.models import DEFAULT_MODEL, embedded_gguf
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
+from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
 from cotbench.testing.fault_proxy import FAULTS, FaultPlan, FaultProxy
 from cotbench.testing.servers import llama_server
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from cotbench.backends.base import BackendError
-from cotbench.config import build_config
-from cotbench.harness import run
-from cotbench.models import DEFAULT_MODEL, embedded_gguf
-from cotbench.settings import CORE_SETTINGS
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
+from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+from cotbench.pipeline.settings import CORE_SETTINGS
 from cotbench.testing.fault_proxy import FaultPlan, FaultProxy
 from cotbench.testing.servers import llama_server
 

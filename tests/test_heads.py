@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cotbench.analysis.heads import intervention_effects
 from cotbench.heads import probes as pr
-from cotbench.heads.analysis import intervention_effects
-from cotbench.heads.intervene import Intervention, parse_heads, random_heads, resolve, top_heads
+from cotbench.heads.intervene import (
+    Intervention,
+    parse_heads,
+    random_heads,
+    resolve,
+    top_heads,
+)
 from cotbench.heads.retrieval import overlap, retrieval_hits, top_k
 
 # ---------------------------------------------------------------- pure parts
@@ -56,8 +62,8 @@ def test_needle_probes_are_seeded_and_place_one_needle():
 
 
 def test_item_probes_keep_items_whose_gold_text_is_in_the_context():
-    from cotbench.prompts import load_prompt_file
-    from cotbench.types import Example
+    from cotbench.pipeline.prompts import load_prompt_file
+    from cotbench.records import Example
 
     spec = load_prompt_file("musr")
     inside = Example("x/1", "musr/murder_mysteries", "Ann and Bo met. Bo left early.\n\nWho is the murderer?",
@@ -142,7 +148,7 @@ def loaded():
     import torch
 
     from cotbench.backends.transformers_local import load_model
-    from cotbench.models import embedded_gguf
+    from cotbench.pipeline.registry import embedded_gguf
 
     torch.manual_seed(0)
     path = embedded_gguf()
@@ -191,9 +197,9 @@ def test_knocking_out_retrieval_heads_hurts_needles_more_than_random_heads(loade
 @pytest.mark.slow
 def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, monkeypatch):
     from cotbench.backends import transformers_local
-    from cotbench.config import RunConfig
-    from cotbench.harness import make_backend
-    from cotbench.models import resolve_model
+    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.harness import make_backend
+    from cotbench.pipeline.registry import resolve_model
 
     path, model, tok = loaded
     seen = []
@@ -207,8 +213,8 @@ def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, 
 @pytest.mark.slow
 def test_backend_generates_and_the_intervention_changes_the_request_key(loaded, tmp_path):
     from cotbench.backends.transformers_local import TransformersBackend
-    from cotbench.config import RunConfig
-    from cotbench.harness import run
+    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.harness import run
 
     path, model, tok = loaded
     base = TransformersBackend(str(path), "smollm2-135m-instruct", loaded=(model, tok))

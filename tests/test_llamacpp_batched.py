@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cotbench.backends.llamacpp_engine import TextTracker
-from cotbench.types import GenParams, Request
+from cotbench.records import GenParams, Request
 
 QUESTIONS = [
     "What is 17 times 23? Think step by step.",
@@ -67,7 +67,7 @@ def test_tracker_length_and_unfinished_utf8_character():
 def engine():
     pytest.importorskip("llama_cpp")
     from cotbench.backends.llamacpp_engine import BatchedEngine
-    from cotbench.models import embedded_gguf
+    from cotbench.pipeline.registry import embedded_gguf
 
     try:
         path = embedded_gguf()
@@ -139,8 +139,11 @@ def test_same_texts_as_create_chat_completion(engine):
     """The per-request path (and llama_cpp.server's): fresh context per call, GGUF template, same sampler."""
     from llama_cpp import Llama
 
-    from cotbench.backends.llamacpp import disable_extra_buffer_types, fresh_context_per_call
-    from cotbench.models import embedded_gguf
+    from cotbench.backends.llamacpp import (
+        disable_extra_buffer_types,
+        fresh_context_per_call,
+    )
+    from cotbench.pipeline.registry import embedded_gguf
 
     disable_extra_buffer_types()
     fresh_context_per_call()
@@ -164,9 +167,9 @@ def test_same_texts_as_create_chat_completion(engine):
 
 @pytest.mark.slow
 def test_batch_size_flag_reaches_the_backend(tmp_path):
-    from cotbench.config import build_config
-    from cotbench.harness import make_backend
-    from cotbench.models import resolve_model
+    from cotbench.pipeline.config import build_config
+    from cotbench.pipeline.harness import make_backend
+    from cotbench.pipeline.registry import resolve_model
 
     pytest.importorskip("llama_cpp")
     cfg = build_config(None, {"batch_size": 3, "out": str(tmp_path)})

@@ -13,7 +13,12 @@ import pytest
 
 from cotbench.cli import main as cli_main
 from cotbench.meta import db, importers, load, query, validate
-from cotbench.meta.schema import ALL_COLUMNS, ARM_COLUMNS, CATEGORIES, COLUMNS, category_id
+from cotbench.meta.schema import (
+    ALL_COLUMNS,
+    ARM_COLUMNS,
+    CATEGORIES,
+    category_id,
+)
 from cotbench.records import DataError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "meta"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +9,12 @@ import pytest
 
 from cotbench.cli import main as cli_main
 from cotbench.meta.schema import ALL_COLUMNS
-from cotbench.meta.sensitivity import cap_shares, category_sensitivity, group_estimates, paper_weights
+from cotbench.meta.sensitivity import (
+    cap_shares,
+    category_sensitivity,
+    group_estimates,
+    paper_weights,
+)
 
 
 def effects(spec, n_items: int = 200) -> pd.DataFrame:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 from contextlib import redirect_stdout
 from functools import lru_cache
 from pathlib import Path

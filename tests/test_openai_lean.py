@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from cotbench.backends.openai_api import OpenAIBackend, _LeanClient
-from cotbench.types import GenParams, Request
+from cotbench.records import GenParams, Request
 
 URL = "http://127.0.0.1:9/v1"
 OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",

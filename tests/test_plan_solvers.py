@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
-from cotbench.extract import extract_answer, number_equal, score
+from cotbench.records import Example, Response
+from cotbench.scoring.extract import extract_answer, number_equal, score
 from cotbench.solvers import plan as P
 from cotbench.solvers.base import Call, SolverOutput
 from cotbench.solvers.sandbox import Limits
 from cotbench.tasks.base import DataError
-from cotbench.types import Example, Response
-from conftest import SHARED_DATA
 
 DATA = SHARED_DATA
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cotbench.extract import extract_answer, normalize_number, score
-from cotbench.prompts import PROMPTS_DIR, fill, load_prompt_file, render
-from cotbench.settings import CORE_SETTINGS, SETTINGS
-from cotbench.records import LETTERS, DataError
+from cotbench.pipeline.prompts import PROMPTS_DIR, fill, load_prompt_file, render
+from cotbench.pipeline.settings import CORE_SETTINGS, SETTINGS
+from cotbench.records import LETTERS, DataError, Example
+from cotbench.scoring.extract import extract_answer, normalize_number, score
 from cotbench.tasks import get_task, list_tasks
 from cotbench.tasks.custom import ANSWER_TYPES, task_from_file
 from cotbench.tasks.mmlu import MMLU_FEWSHOT_SEED, draw_exemplars
-from cotbench.types import Example
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ALL_TASKS = [t.name for t in list_tasks()]

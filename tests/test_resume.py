@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from cotbench.backends.threads import openmp_wait_defaults
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS, SETTINGS = 8, ("zs_direct", "zs_cot")
@@ -27,9 +29,9 @@ KILLS = 5
 
 
 def run_env() -> dict:
-    """The test's environment (its own XDG_CACHE_HOME, hence store). llama.cpp's OpenMP threads sleep rather
-    than spin: on a shared 2-core machine spinning threads made single calls 10-50x slower."""
-    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    """The test's environment (its own XDG_CACHE_HOME, hence store), with the OpenMP wait settings
+    (cotbench.backends.threads)."""
+    return openmp_wait_defaults(dict(os.environ))
 
 
 def command(data: Path, out: Path) -> list[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from cotbench.backends.table import TableBackend
 from cotbench.cli import main
-from cotbench.config import build_config
-from cotbench.harness import run
-from cotbench.runner import RunOptions, build_units, execute, score_unit
-from cotbench.store import Store
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
+from cotbench.pipeline.runner import RunOptions, build_units, execute, score_unit
+from cotbench.pipeline.store import Store
 from cotbench.tasks import get_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -99,8 +99,8 @@ def test_list_and_report_commands(capsys, tiny_data, tmp_path):
 
 
 def test_summary_accuracy_se_cost_and_chance_credit():
-    from cotbench.runner import summarize
-    from cotbench.types import SampleResult
+    from cotbench.pipeline.runner import summarize
+    from cotbench.records import SampleResult
 
     def row(correct, status="ok", tin=100, tout=10):
         return SampleResult(model="m", dataset="d", group="g", setting="zs_cot", example_id=str(id(object())),
@@ -119,7 +119,7 @@ def test_summary_accuracy_se_cost_and_chance_credit():
 
 def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
     """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
-    import cotbench.harness as harness
+    import cotbench.pipeline.harness as harness
     from cotbench.tasks.hub import HubUnavailable
 
     seen = []
@@ -134,7 +134,7 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
                                          "m,gsm8k,mathematical,zs_cot,5,0.2,0.17,0.0,100\n")
         return out
 
-    import cotbench.harness_cli as harness_cli
+    import cotbench.pipeline.cli as harness_cli
 
     monkeypatch.delenv("COTBENCH_DATA_DIR", raising=False)
     monkeypatch.setattr(harness, "run", fake_run)
@@ -148,7 +148,7 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
 def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
     """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
     extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
-    from cotbench.runner import summarize
+    from cotbench.pipeline.runner import summarize
 
     task = get_task("gsm8k")
     exs = task.load(hf_data, limit=3)
@@ -171,7 +171,7 @@ def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
 def test_report_shows_strict_and_flexible_accuracy(tmp_path):
     from rich.console import Console
 
-    from cotbench.report import print_summary
+    from cotbench.pipeline.console import print_summary
 
     (tmp_path / "summary.csv").write_text(
         "model,dataset,group,setting,n,accuracy,se,unparseable_rate,mean_tokens_out,accuracy_strict,accuracy_flexible\n"

@@ -1,4 +1,4 @@
-"""``run --sample N``: a seeded, subject-stratified item sample (cotbench.sampling and its harness use)."""
+"""``run --sample N``: a seeded, subject-stratified item sample (cotbench.pipeline.sampling and its harness use)."""
 from __future__ import annotations
 
 import json
@@ -7,13 +7,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from tiny_mirror import write_tiny_mirror
 
 from cotbench.backends.table import TableBackend
 from cotbench.cli import main
-from cotbench.config import build_config
-from cotbench.harness import load_data, resolve_tasks, run
-from cotbench.sampling import allocate, stratified_sample
-from tiny_mirror import write_tiny_mirror
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import load_data, resolve_tasks, run
+from cotbench.pipeline.sampling import allocate, stratified_sample
 
 SIZES = {"algebra": 100, "law": 1534, "ethics": 895, "virology": 166, "astronomy": 152, "anatomy": 135}
 
@@ -128,7 +128,7 @@ def test_the_sample_is_part_of_the_run_identity_and_manifest(mixed_mmlu, tmp_pat
 
 
 def test_quick_suite_uses_a_sample_not_the_first_items(monkeypatch, tmp_path):
-    import cotbench.harness as harness
+    import cotbench.pipeline.harness as harness
 
     seen = []
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from cotbench.solvers import sandbox
-from cotbench.solvers.sandbox import Limits, format_number, isolation_mode, run_python, run_z3
+from cotbench.solvers.sandbox import (
+    Limits,
+    format_number,
+    isolation_mode,
+    run_python,
+    run_z3,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = Limits(wall_s=2, cpu_s=1, memory_mb=512, nproc=8, output_bytes=10_000, file_mb=4)
@@ -262,8 +268,8 @@ def test_hostile_result_report_is_a_recorded_status(name):
 
 def test_plan_tool_records_a_hostile_report_as_a_wrong_answer():
     """Through the plan solver's own path: the hostile report becomes a recorded tool status."""
+    from cotbench.records import Example
     from cotbench.solvers.plan import run_plan, tool_extraction
-    from cotbench.types import Example
 
     ex = Example(id="t/1", dataset="gsm8k", question="q", gold="18", answer_type="number")
     for raw in (HOSTILE_REPORTS["deep_nesting"], HOSTILE_REPORTS["huge_int"]):
@@ -713,7 +719,6 @@ def test_daemon_does_not_outlive_a_run_of_a_non_root_harness():
     subreaper, so a double-forked daemon is reparented to it and killed when the program ends."""
     import json
     import subprocess
-    import time
 
     py = shutil.which("python3", path="/usr/bin:/bin")
     src = REPO / "cotbench" / "solvers" / "sandbox.py"

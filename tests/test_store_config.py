@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from cotbench.config import build_config
-from cotbench.store import Store
-from cotbench.types import GenParams, Request, Response
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.store import Store
+from cotbench.records import GenParams, Request, Response
 
 MSGS = ({"role": "user", "content": "What is 2+2?"},)
 

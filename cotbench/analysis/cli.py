@@ -44,7 +44,15 @@ def _family(values) -> str | list[str]:
 
 
 def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
-    from cotbench.analysis import disagreements, equals, extractors, gains, plan, selective, significance
+    from cotbench.analysis import (
+        disagreements,
+        equals,
+        extractors,
+        gains,
+        plan,
+        selective,
+        significance,
+    )
 
     sections = split_values(args.sections)
     bad = [s for s in sections if s not in SECTIONS]
@@ -91,7 +99,7 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
         t["plan_wide"] = ("Accuracy per condition", plan.plan_wide(pt))
         t["plan_tool_status"] = ("plan_tool outcomes (sandbox status counts)", plan.tool_status_counts(df))
     if "heads" in sections:
-        from cotbench.heads.analysis import intervention_effects
+        from cotbench.analysis.heads import intervention_effects
 
         h = intervention_effects(df, shots, args.n_boot, args.seed)
         if len(h):

@@ -1,6 +1,6 @@
 """Where our re-scoring of the study's published generations disagrees with the release's own verdicts.
 
-Rows come from :mod:`cotbench.published` (the importer: ``extra["published"]`` holds their verdict,
+Rows come from :mod:`cotbench.published.importer` (the importer: ``extra["published"]`` holds their verdict,
 ``extra["ours"]`` ours when they were imported with ``--scores theirs``). I/O-free.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Parsing is the main confound of a CoT study: a direct answer and a CoT answer are read by different rules
 of the same extractor, so a gain can come from the parser. Every sample is therefore scored by every
-extractor that applies to its answer type, in three roles (:data:`cotbench.extract.APPLICABLE`):
+extractor that applies to its answer type, in three roles (:data:`cotbench.scoring.extract.APPLICABLE`):
 ``strict`` (only the answer format the prompt asks for), ``default`` (the stored ``correct``) and
 ``flexible`` (also guesses). A conclusion that holds under all three does not hang on parsing.
 
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cotbench.extract import APPLICABLE, ROLES, extract_all
-from cotbench.types import Example
+from cotbench.records import Example
+from cotbench.scoring.extract import APPLICABLE, ROLES, extract_all
 
 SOLVER_METHODS = ("tool_", "judge", "unsupported")  # answers a solver computed, not read from text
 

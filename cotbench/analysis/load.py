@@ -1,6 +1,6 @@
 """Read run directories (``samples.jsonl``, ``summary.csv``, ``manifest.json``) into pandas.
 
-The sample table has one row per :class:`cotbench.types.SampleResult` plus a ``run`` column (the
+The sample table has one row per :class:`cotbench.records.SampleResult` plus a ``run`` column (the
 directory it came from). ``messages`` is dropped by default: few-shot prompts are large and no
 analysis needs them.
 
@@ -19,8 +19,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.records import DataError, iter_jsonl
-from cotbench.types import SCHEMA_VERSION, SampleResult
+from cotbench.pipeline.summary import read_summary
+from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl
 
 SAMPLE_FIELDS = [f.name for f in dataclasses.fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")
@@ -52,16 +52,6 @@ def _coerce_bool(v: Any, where: str) -> bool:
     if isinstance(v, (int, float)) and v in (0, 1):
         return bool(v)
     raise DataError(f"{where}: field 'correct' must be true/false, got {v!r}")
-
-
-def check_schema(obj: dict[str, Any], where: str) -> None:
-    """Accept files of this version or older (no field: written before versioning, version 1)."""
-    v = obj.get("schema_version", 1)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise DataError(f"{where}: field 'schema_version' must be a positive integer, got {v!r}")
-    if v > SCHEMA_VERSION:
-        raise DataError(f"{where}: written with schema version {v}; this cotbench reads up to "
-                        f"{SCHEMA_VERSION} (upgrade cotbench to read it)")
 
 
 def read_samples(path: str | Path, keep_messages: bool = False) -> list[dict[str, Any]]:
@@ -178,16 +168,3 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return obj
 
 
-def read_summary(run_dir: str | Path) -> pd.DataFrame:
-    """A run's summary.csv, checked for the columns every reader needs (the one reader of that file)."""
-    p = Path(run_dir) / "summary.csv"
-    if not p.is_file():
-        raise DataError(f"{p}: no such file — is {run_dir} a finished cotbench run directory?")
-    try:
-        df = pd.read_csv(p)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read CSV ({e})") from None
-    missing = [c for c in ("model", "dataset", "setting", "accuracy") if c not in df.columns]
-    if missing:
-        raise DataError(f"{p}: missing column(s) {missing}")
-    return df

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 OnResult = Callable[[Request, Response], None]
 

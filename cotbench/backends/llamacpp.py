@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
-from cotbench.records import file_sha256
-from cotbench.types import Request, Response
+from cotbench.backends.threads import openmp_wait_defaults
+from cotbench.records import Request, Response, file_sha256
 
 
 def disable_extra_buffer_types() -> None:
@@ -84,9 +84,7 @@ class LlamaCppBackend:
     def __init__(self, model_path: str, model_id: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, verbose: bool = False,
                  batch_size: int = DEFAULT_BATCH_SIZE):
-        # llama.cpp's OpenMP threads spin while waiting by default; on a small shared machine that made
-        # single calls 10-50x slower (bench/README.md). Passive waiting is set before the library loads.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        openmp_wait_defaults()  # before the library loads (cotbench.backends.threads)
         if batch_size < 1:
             raise BackendError(f"batch size must be at least 1, got {batch_size}")
         try:

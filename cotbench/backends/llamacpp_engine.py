@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cotbench.backends.base import BackendError, OnResult
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 PREFILL_CHUNK = 512  # Llama's default n_batch / n_ubatch
 KV_PAD = 256  # llama.cpp pads each stream's size to this

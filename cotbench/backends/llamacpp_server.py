@@ -3,7 +3,10 @@ OpenAI-compatible server with the same CPU buffer settings as the in-process bac
 and the same fresh context per call (see :mod:`cotbench.backends.llamacpp`), so both give the same outputs."""
 import runpy
 
-from cotbench.backends.llamacpp import disable_extra_buffer_types, fresh_context_per_call
+from cotbench.backends.llamacpp import (
+    disable_extra_buffer_types,
+    fresh_context_per_call,
+)
 
 if __name__ == "__main__":
     disable_extra_buffer_types()

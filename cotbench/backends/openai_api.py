@@ -21,11 +21,11 @@ import os
 import random
 import re
 import time
-from typing import Any
 from types import SimpleNamespace
+from typing import Any
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 ITEM_STATUS = {400, 413, 422}  # statuses with which servers refuse one request for its content

@@ -34,9 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cotbench.backends.base import BackendError, BackendPending, BackendStats, OnResult
-from cotbench.backends.openai_api import RETRY_STATUS, api_key, chat_params, item_outcome
-from cotbench.store import Store
-from cotbench.types import GenParams, Request, Response
+from cotbench.backends.openai_api import (
+    RETRY_STATUS,
+    api_key,
+    chat_params,
+    item_outcome,
+)
+from cotbench.pipeline.store import Store
+from cotbench.records import GenParams, Request, Response
 
 ENDPOINT = "/v1/chat/completions"
 OPENAI_MAX_REQUESTS = 50_000  # per batch (OpenAI's documented limit)
@@ -499,7 +504,7 @@ def batch_prices(discount: float | None, price_in: float | None, price_out: floa
 
 def make_batch_backend(spec: Any, cfg: Any, store_path: str | Path) -> OpenAIBatchBackend:
     """The batch backend for a resolved model spec and run config (``--batch-api``)."""
-    from cotbench.models import ANTHROPIC_URL
+    from cotbench.pipeline.registry import ANTHROPIC_URL
 
     if spec.backend != "openai":
         raise ValueError(f"--batch-api needs a hosted API model (the openai backend); {spec.name} runs on "

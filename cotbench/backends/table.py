@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from cotbench.backends.base import BackendStats, OnResult
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 
 class TableBackend:

@@ -11,18 +11,17 @@ Requests run one at a time, each from an empty cache, so an output depends on it
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
-from cotbench.records import hash_file
-from cotbench.types import Request, Response
+from cotbench.backends.threads import openmp_wait_defaults
+from cotbench.records import Request, Response, hash_file
 
 # torch's OpenMP threads spin while idle by default; on a small shared machine that made calls ~10x
 # slower (measured here: 10 new tokens in 20 s spinning, 1.6 s passive). Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+openmp_wait_defaults()
 
 INSTALL_HINT = ("the transformers backend needs the optional extra: pip install torch==2.13.0 "
                 "'cotbench[heads]' (torch 2.13.0 is a CPU build here; any torch >= 2.1 works)")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 INSTALL_HINT = ("vLLM is not installed (it needs a CUDA GPU): pip install 'cotbench[vllm]', or use "
                 "--backend openai against a `vllm serve` endpoint, or the embedded llamacpp backend")
@@ -187,7 +187,7 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def check_loadable(model_id: str, vllm_version: str, trust_remote_code: bool) -> None:
     """Fail before any GPU work for models this vLLM cannot load, naming a way that works."""
-    from cotbench.models import VLLM_LIMITS
+    from cotbench.pipeline.registry import VLLM_LIMITS
 
     local = Path(model_id)
     gguf_only_dir = local.is_dir() and not (local / "config.json").exists() and any(local.glob("*.gguf"))

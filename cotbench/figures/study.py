@@ -16,7 +16,14 @@ from cotbench.analysis import equals as eq
 from cotbench.analysis import gains as gn
 from cotbench.analysis import plan as pl
 from cotbench.analysis import selective as sel
-from cotbench.figures.style import SETTING_COLORS, figure_style, group_color, group_label, plt, save
+from cotbench.figures.style import (
+    SETTING_COLORS,
+    figure_style,
+    group_color,
+    group_label,
+    plt,
+    save,
+)
 
 SHOTS_LABEL = {"zs": "zero-shot", "fs": "few-shot"}
 

@@ -89,10 +89,10 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from cotbench.backends.transformers_local import load_model
-    from cotbench.models import embedded_gguf
-
     import torch
+
+    from cotbench.backends.transformers_local import load_model
+    from cotbench.pipeline.registry import embedded_gguf
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +123,7 @@ def cmd_retrieval(args) -> int:
         sets["needle"] = pr.needle_probes(args.needles, args.context_words, args.depth, args.seed, args.digits)
         (out / "needle.jsonl").write_text(pr.probes_to_jsonl(sets["needle"]), encoding="utf-8")
     if args.dataset:
-        from cotbench.prompts import load_prompt_file
+        from cotbench.pipeline.prompts import load_prompt_file
         from cotbench.tasks import get_task
 
         task = get_task(args.dataset)
@@ -189,8 +189,8 @@ def cmd_retrieval(args) -> int:
 
 def cmd_lofit(args) -> int:
     from cotbench.heads import lofit as lf
-    from cotbench.tasks import get_task
     from cotbench.records import read_jsonl
+    from cotbench.tasks import get_task
 
     task = get_task(args.dataset)
     eval_dir = None

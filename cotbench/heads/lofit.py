@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cotbench.types import Message
+from cotbench.records import Message
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def train_items(task, rows: list[dict[str, Any]], settings: tuple[str, ...] = ("
     Direct targets are the prompt's own answer phrase (``direct_answer``, default "The answer is X.");
     CoT targets need a worked rationale (:data:`RATIONALES`); tasks without one train on direct only.
     """
-    from cotbench.prompts import fill, load_prompt_file, render
-    from cotbench.settings import get_setting
+    from cotbench.pipeline.prompts import fill, load_prompt_file, render
+    from cotbench.pipeline.settings import get_setting
 
     spec = load_prompt_file(task.prompt_file)
     get_rationale = RATIONALES.get(task.name)

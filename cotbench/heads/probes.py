@@ -13,7 +13,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cotbench.types import Message
+from cotbench.records import Message
 
 # Neutral filler, written for cotbench: plain statements with no numbers, so a needle's digits occur
 # nowhere else in the context.
@@ -91,8 +91,8 @@ def item_probes(examples, spec, setting_name: str = "zs_direct") -> list[Probe]:
     The prefix is ``"Answer:"``; the probe asks which heads point at the context copy of the answer
     while the model is made to say it (teacher forcing; see :func:`cotbench.heads.retrieval.score_probe`).
     """
-    from cotbench.prompts import render
-    from cotbench.settings import get_setting
+    from cotbench.pipeline.prompts import render
+    from cotbench.pipeline.settings import get_setting
     from cotbench.records import LETTERS
 
     setting = get_setting(setting_name)

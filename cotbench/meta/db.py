@@ -18,11 +18,23 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from cotbench.meta.schema import (
-    ARM_COLUMNS, BOOLS, CATEGORIES, COLUMNS, DECISIONS, DUPLICATE_KEY, MAP_COLUMNS, METRIC_RE, ORIGINS,
-    PAPER_ID_RE, SCREENING_COLUMNS, SHOTS, SPLITS, category_id,
+    ARM_COLUMNS,
+    BOOLS,
+    CATEGORIES,
+    COLUMNS,
+    DECISIONS,
+    DUPLICATE_KEY,
+    MAP_COLUMNS,
+    METRIC_RE,
+    ORIGINS,
+    PAPER_ID_RE,
+    SCREENING_COLUMNS,
+    SHOTS,
+    SPLITS,
+    category_id,
 )
-from cotbench.records import DataError, split_values
 from cotbench.paths import data_dir
+from cotbench.records import DataError, split_values
 
 __all__ = [
     "Issue", "Report", "Table", "default_path", "default_screening_path", "read_table", "write_table",

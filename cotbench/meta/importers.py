@@ -22,7 +22,7 @@ from typing import Iterable
 import pandas as pd
 
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
-from cotbench.records import DataError
+from cotbench.records import DataError, check_schema
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
            "BBH_CATEGORY", "read_sheet", "paper_id_from_link"]
@@ -304,8 +304,6 @@ def _manifest(run: Path) -> dict:
         man = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{p}: unreadable manifest ({e})") from None
-    from cotbench.analysis.load import check_schema
-
     if isinstance(man, dict):
         check_schema(man, str(p))
     return man

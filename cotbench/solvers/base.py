@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
-from cotbench.types import Example, Extraction, Message, Response
+from cotbench.records import Example, Extraction, Message, Response
 
 
 @dataclass(frozen=True)

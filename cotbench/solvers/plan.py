@@ -40,13 +40,11 @@ import functools
 import re
 from typing import Any
 
-
-from cotbench.extract import normalize_number, strip_think
-from cotbench.prompts import fill, prompt_fields, read_prompt_yaml
+from cotbench.pipeline.prompts import fill, prompt_fields, read_prompt_yaml
+from cotbench.records import LETTERS, DataError, Example, Extraction, Message, Response
+from cotbench.scoring.extract import normalize_number, strip_think
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
 from cotbench.solvers.sandbox import Limits, Outcome, run_code
-from cotbench.records import LETTERS, DataError
-from cotbench.types import Example, Extraction, Message, Response
 
 PLAN_SETTINGS = ("plan_direct", "plan_cot", "plan_tool")
 # dataset (task name, or the part before "/" for sub-tasks) -> plan prompt file under prompts/

@@ -5,7 +5,9 @@ the 27 ``bbh/<task>`` tasks; ``get_task`` accepts either a task name or a one-ta
 """
 from __future__ import annotations
 
-from cotbench.records import DataError  # re-exported: the error every task loader raises
+from cotbench.records import (
+    DataError,  # re-exported: the error every task loader raises
+)
 from cotbench.tasks import base
 from cotbench.tasks.base import Task
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
 from cotbench.tasks.base import Task, require
 from cotbench.tasks.common import check_letter, mirror
-from cotbench.types import Example
 
 _PREFIX = re.compile(r"^\s*\(?([A-J])\)\s*")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cotbench.records import Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import choices_dict, key_to_letter, mirror
-from cotbench.types import Example
 
 
 def _arc(dataset: str):

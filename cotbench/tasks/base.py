@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cotbench.records import DataError, iter_jsonl
+from cotbench.records import AnswerType, DataError, Example, iter_jsonl
 from cotbench.tasks.hub import HubSource, load_hub_rows
-from cotbench.types import AnswerType, Example
 
 GROUPS = ("commonsense", "knowledge", "soft_reasoning", "symbolic", "mathematical")
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import AnswerType, DataError, Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror
-from cotbench.types import AnswerType, Example
 
 MC = ("choice", None)
 SPEC: dict[str, tuple[AnswerType, tuple[str, ...] | None]] = {

@@ -3,7 +3,7 @@
 An answer is correct when the judge scores it 4 or 5 (the study's rule). This module holds the pure
 parts of judging: :func:`judge_messages` builds an absolute-grading prompt from the item's rubric and
 reference answer, and :func:`parse_judge` reads the score back. The runner sends the messages to any
-model through any backend and stores the verdict like a generation; ``cotbench.extract.score`` then
+model through any backend and stores the verdict like a generation; ``cotbench.scoring.extract.score`` then
 accepts ``Extraction(str(score), "judge_score")``.
 
 The local copy is the pre-hub release (775 items); ``row_filter`` drops the 10 multimodal
@@ -14,10 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example, Message
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror
-from cotbench.types import Example, Message
 
 PASS_SCORE = 4
 _RUBRIC_KEYS = ("criteria", *(f"score{i}_description" for i in range(1, 6)))

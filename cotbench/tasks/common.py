@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cotbench.extract import normalize_number
 from cotbench.records import LETTERS, DataError, read_jsonl
+from cotbench.scoring.extract import normalize_number
 
 
 def mirror(*paths: str) -> tuple[str, ...]:

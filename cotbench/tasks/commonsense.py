@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
 from cotbench.tasks.base import HubSource, Task, require
-from cotbench.tasks.common import choices_dict, gold_letter, key_to_letter, mirror, original, read_rows_any
-from cotbench.types import Example
+from cotbench.tasks.common import (
+    choices_dict,
+    gold_letter,
+    key_to_letter,
+    mirror,
+    original,
+    read_rows_any,
+)
 
 MC_BUDGET = {"direct": 16, "cot": 512}
 

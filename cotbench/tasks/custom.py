@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotbench.records import DataError, iter_jsonl
+from cotbench.records import AnswerType, DataError, Example, iter_jsonl
 from cotbench.tasks.base import Task, check_unique_ids
 from cotbench.tasks.common import gold_letter, number_gold
-from cotbench.types import AnswerType, Example
 
 ANSWER_TYPES: dict[str, AnswerType] = {"choice": "choice", "number": "number", "boolean": "label", "text": "text"}
 BUDGETS = {"choice": {"direct": 16, "cot": 768}, "number": {"direct": 32, "cot": 768},

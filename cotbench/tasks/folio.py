@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror, original
-from cotbench.types import Example
 
 LABELS = ("True", "False", "Uncertain")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from cotbench.records import Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror
-from cotbench.types import Example
 
 SHUFFLE_SEED = 0
 _COLS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")

@@ -2,7 +2,7 @@
 
 GSM8K's gold is the number after ``####`` in the worked solution, thousands separators removed.
 GSM-Hard replaces the numbers with larger ones; its ``target`` is a float (a few are wrong upstream),
-scored with :func:`cotbench.extract.number_equal` (exact, or matching the model's stated rounding).
+scored with :func:`cotbench.scoring.extract.number_equal` (exact, or matching the model's stated rounding).
 Both use ``prompts/gsm8k.yaml``; its exemplars are written for cotbench because the GSM8K train
 split is not in the local mirror.
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror, number_gold
-from cotbench.types import Example
 
 BUDGET = {"direct": 32, "cot": 768}
 

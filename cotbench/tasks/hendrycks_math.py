@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.extract import _boxed_contents
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
+from cotbench.scoring.extract import _boxed_contents
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror
-from cotbench.types import Example
 
 
 def math_example(row: dict[str, Any], i: int) -> Example:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from cotbench.records import Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import check_letter, gold_letter, mirror
-from cotbench.types import Example
 
 MMLU_FEWSHOT_SEED = 2024
 

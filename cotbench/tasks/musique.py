@@ -3,7 +3,7 @@
 Hub ``dgslibisey/MuSiQue`` split ``validation``, as in the study; rows with ``answerable`` false are
 dropped (the field is absent in the answerable-only release). Like the study, the context is the
 question's *supporting* paragraphs. Scored by SQuAD-style exact match against the answer and its
-aliases (``cotbench.extract.text_em``); token F1 is available as ``cotbench.extract.text_f1``.
+aliases (``cotbench.scoring.extract.text_em``); token F1 is available as ``cotbench.scoring.extract.text_f1``.
 MuSiQue is not in the local data; local files are looked for as ``musique/validation.jsonl`` (hub schema)
 or the original ``musique/musique_ans_v1.0_dev.jsonl`` / ``musique_full_v1.0_dev.jsonl`` (same fields).
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.records import DataError
+from cotbench.records import DataError, Example
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import mirror, original
-from cotbench.types import Example
 
 
 def musique_example(row: dict[str, Any], i: int) -> Example:

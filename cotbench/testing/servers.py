@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from cotbench.backends.threads import openmp_wait_defaults
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,9 +37,8 @@ def llama_server(model_path: str | Path, alias: str, n_ctx: int = 4096, port: in
     probe = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
                                    headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     out = open(log, "wb") if log else subprocess.DEVNULL
-    # OpenMP threads that sleep instead of spinning: on a machine shared with other work, spinning llama.cpp
-    # threads made single calls 10-50x slower here; the caller's environment still wins
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"}
+    # OpenMP threads that spin briefly, then sleep (cotbench.backends.threads); the caller's environment wins
+    env = {**openmp_wait_defaults(dict(os.environ)), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

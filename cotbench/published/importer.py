@@ -10,7 +10,7 @@ Each row holds, for each of ``zero_shot_direct``, ``zero_shot_cot``, ``few_shot_
 ``[invalid] - configuration was not run``; those cells are skipped.
 
 Rows become our sample table (settings zs_direct … fs_cot), re-extracted and re-scored with
-:func:`cotbench.extract.extract_all` (every applicable extractor; the default one's verdict is
+:func:`cotbench.scoring.extract.extract_all` (every applicable extractor; the default one's verdict is
 ``correct``); their verdicts are kept in ``extra["published"]`` so
 :func:`cotbench.analysis.disagreements.disagreements` can show where the two scorings differ. Example
 ids are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
@@ -24,8 +24,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.records import LETTERS, DataError, read_jsonl
-from cotbench.types import Example
+from cotbench.records import LETTERS, DataError, Example, read_jsonl
 
 HUB_PREFIX = "TAUR-Lab/Taur_CoT_Analysis_Project___"
 NOT_RUN = "[invalid] - configuration was not run"
@@ -204,7 +203,7 @@ def import_rows(rows: Iterable[dict[str, Any]], model: str, config: str, task_na
     ``parse_status="unparseable"`` and ``extract_method="unsupported:<error>"``; it is counted in
     :func:`disagreements` rather than silently dropped.
     """
-    from cotbench.extract import default_extractor, extract_all
+    from cotbench.scoring.extract import default_extractor, extract_all
 
     task = resolve_task(config, task_name)
     out: list[dict[str, Any]] = []

@@ -5,10 +5,10 @@ sample, and each insert is committed before the runner counts the sample done, s
 SIGKILL) loses at most the calls in flight. ``synchronous=NORMAL`` in WAL mode is durable against
 process crashes; pass ``durable=True`` for ``FULL`` (also against power loss, slower).
 
-One store is shared by every run by default (:func:`cotbench.config.default_store_path`), so several
+One store is shared by every run by default (:func:`cotbench.pipeline.config.default_store_path`), so several
 processes may write to it at once: WAL lets readers and one writer proceed together, and a busy timeout
 (set before anything else touches the file) makes a writer wait for another's transaction rather than fail.
-Per-item refusals (a prompt over the context) are not stored; see :data:`cotbench.runner.REFUSALS`.
+Per-item refusals (a prompt over the context) are not stored; see :data:`cotbench.pipeline.runner.REFUSALS`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from cotbench.types import Request, Response
+from cotbench.records import Request, Response
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (

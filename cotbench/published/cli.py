@@ -37,11 +37,11 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def cmd_published(args) -> int:
-    from cotbench import published as pub
     from cotbench.analysis.disagreements import disagreements
     from cotbench.analysis.load import frame_from_rows
     from cotbench.analysis.render import render
-    from cotbench.types import SCHEMA_VERSION
+    from cotbench.published import importer as pub
+    from cotbench.records import SCHEMA_VERSION
 
     if args.file and len(args.config) != 1:
         raise ValueError("--file holds one config; pass exactly one --config with it")

@@ -8,9 +8,7 @@ file; the store is the unit of truth and outputs are rebuilt from it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import platform
@@ -22,17 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from cotbench.backends.base import Backend
-from cotbench.config import QUICK_DATASETS, RunConfig, default_store_path
-from cotbench.models import ModelSpec, model_path, resolve_model
-from cotbench.records import file_sha256
-from cotbench.runner import RunOptions, build_units, execute, score_unit, summarize
-from cotbench.store import Store
+from cotbench.pipeline.config import QUICK_DATASETS, RunConfig, default_store_path
+from cotbench.pipeline.registry import ModelSpec, model_path, resolve_model
+from cotbench.pipeline.runner import RunOptions, build_units, execute, score_unit
+from cotbench.pipeline.store import Store
+from cotbench.pipeline.summary import summarize, summary_csv
+from cotbench.records import SCHEMA_VERSION, Example, file_sha256
 from cotbench.tasks.base import DataMissing, Task
-from cotbench.types import SCHEMA_VERSION, Example
-
-SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
-                  "mean_tokens_out", "tokens_in", "tokens_out", "context_overflow", "content_filter",
-                  "accuracy_chance_credit", "accuracy_strict", "accuracy_flexible", "cost_usd"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -92,9 +86,9 @@ def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Exampl
 
 def sample_data(data: dict[Task, list[Example]], sources: dict[str, Any], n: int, seed: int) -> None:
     """Keep a seeded sample of ``n`` items of each study dataset, stratified by sub-task and by the task's
-    subject field (:mod:`cotbench.sampling`); a dataset's sub-tasks (``bbh/...``) share its ``n``. Each
+    subject field (:mod:`cotbench.pipeline.sampling`); a dataset's sub-tasks (``bbh/...``) share its ``n``. Each
     task's source records the sampled ids, so the manifest says which items were asked."""
-    from cotbench.sampling import stratified_sample
+    from cotbench.pipeline.sampling import stratified_sample
     from cotbench.tasks import dataset_of
 
     def dataset(t: Task) -> str:
@@ -119,7 +113,7 @@ def sample_data(data: dict[Task, list[Example]], sources: dict[str, Any], n: int
 def inputs_digest(data: dict[Task, list[Example]]) -> str:
     """A digest of what the model is asked: every loaded example and its task's prompt file. Part of a
     run's identity instead of the paths the data was read from."""
-    from cotbench.prompts import load_prompt_file
+    from cotbench.pipeline.prompts import load_prompt_file
 
     h = hashlib.sha256()
     for task, examples in data.items():
@@ -216,15 +210,6 @@ def samples_jsonl(rows) -> str:
     return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
 
 
-def summary_csv(lines: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    fields = [f for f in SUMMARY_FIELDS if any(f in ln for ln in lines)]
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(lines)
-    return buf.getvalue()
-
-
 def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     """Run a configuration; returns the run directory. ``backend`` may be injected (tests, benchmarks)."""
     started = time.time()
@@ -258,7 +243,7 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     if cfg.judge_model and any(u.example.answer_type == "judge" for u in units):
         judge_spec = resolve_model(cfg.judge_model)
         judge_backend = make_backend(judge_spec, cfg)
-    from cotbench.progress import Progress
+    from cotbench.pipeline.progress import Progress
 
     with Progress(enabled=cfg.progress, console=console) as prog:
         if hasattr(backend, "progress"):  # batch APIs report batches, not single calls

@@ -28,10 +28,9 @@ from typing import Any
 
 import yaml
 
-from cotbench.settings import Setting
-from cotbench.records import LETTERS, DataError
-from cotbench.types import Example, Message
 from cotbench.paths import data_dir
+from cotbench.pipeline.settings import Setting
+from cotbench.records import LETTERS, DataError, Example, Message
 
 PROMPTS_DIR = data_dir("prompts")
 

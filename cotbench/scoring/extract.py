@@ -49,11 +49,11 @@ import re
 import string
 import threading
 from collections import Counter
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Callable
 
-from cotbench.types import Example, Extraction
+from cotbench.records import Example, Extraction
 
 LETTERS = string.ascii_uppercase  # BBH colored-objects questions go up to (R)
 

@@ -9,18 +9,25 @@ therefore makes no model call for finished samples and cannot duplicate one.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from cotbench.backends.base import Backend
-from cotbench.extract import default_extractor, extract_all, score
-from cotbench.prompts import load_prompt_file, render
-from cotbench.settings import Setting, get_setting
+from cotbench.pipeline.prompts import load_prompt_file, render
+from cotbench.pipeline.settings import Setting, get_setting
+from cotbench.pipeline.store import Store
+from cotbench.records import (
+    REFUSALS,
+    Example,
+    Extraction,
+    GenParams,
+    Request,
+    Response,
+    SampleResult,
+)
+from cotbench.scoring.extract import default_extractor, extract_all, score
 from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate, judged
-from cotbench.store import Store
 from cotbench.tasks.base import Task
-from cotbench.types import Example, Extraction, GenParams, Request, Response, SampleResult
 
 
 @dataclass
@@ -75,13 +82,15 @@ def make_solver(task: Task, setting: Setting, example: Example, opts: RunOptions
         call = Call(messages=r.messages, max_tokens=token_budget(task, setting.mode, opts), stop=r.stop,
                     prefill=r.prefill if opts.allow_prefill else None)
         if example.answer_type == "judge":  # open-ended: a judge model grades the answer
-            from cotbench.extract import judge_response
+            from cotbench.scoring.extract import judge_response
             from cotbench.tasks import biggen
 
             return judged(call, example, biggen.judge_messages, biggen.parse_judge, biggen.PASS_SCORE,
                           lambda text, ex: judge_response(text, ex).answer or "")
         return generate(call)
-    from cotbench.solvers.plan import plan_solver  # plan/execute/tool conditions (Sec. 5)
+    from cotbench.solvers.plan import (
+        plan_solver,  # plan/execute/tool conditions (Sec. 5)
+    )
 
     overrides = {"plan": opts.max_tokens_cot, "plan_cot": opts.max_tokens_cot, "plan_direct": opts.max_tokens_direct}
     # the task's prompt file may name or inline its own plan spec (``plan:``); else the dataset's default
@@ -121,11 +130,6 @@ def _advance(unit: Unit, resp: Response | None) -> None:
     except StopIteration as stop:
         unit.pending, unit.output = None, stop.value
 
-
-# Per-item refusals a backend reports as outcomes (empty text, scored wrong). They depend on how the server
-# is set up (its context size), which no request key holds, so they are not stored: a rerun asks again,
-# which costs nothing billable, and gets an answer once the context is large enough.
-REFUSALS = ("context_overflow", "content_filter")
 
 ProgressFn = Callable[[str, int, int, RunStats], None]  # (phase, done, total, stats)
 
@@ -217,53 +221,3 @@ def score_unit(u: Unit, model_name: str) -> SampleResult:
         choices=list(ex.choices) if ex.choices else None, metadata=dict(ex.metadata), extra=extra,
         extractions=extractions,
     )
-
-
-def _role_verdict(r: SampleResult, role: str) -> bool | None:
-    """The verdict of the extractor playing ``role`` for this sample, None if it has none (tool/judge answers)."""
-    return next((bool(e["correct"]) for e in (r.extractions or {}).values() if e.get("role") == role), None)
-
-
-def refusal(r: SampleResult) -> str | None:
-    """The refusal behind a row, if any of its calls was refused (a plan's first call included)."""
-    reasons = [c.get("finish_reason") for c in r.extra.get("calls", [])] + [r.finish_reason]
-    return next((x for x in reasons if x in REFUSALS), None)
-
-
-def summarize(rows: list[SampleResult], price_in: float | None = None, price_out: float | None = None,
-              chance_credit: bool = False) -> list[dict[str, Any]]:
-    """One line per (model, dataset, setting): accuracy with its binomial standard error, etc."""
-    groups: dict[tuple[str, str, str], list[SampleResult]] = {}
-    for r in rows:
-        groups.setdefault((r.model, r.dataset, r.setting), []).append(r)
-    out = []
-    for (model, dataset, setting), rs in groups.items():
-        n = len(rs)
-        acc = sum(r.correct for r in rs) / n
-        tin = sum(r.tokens_in or 0 for r in rs)
-        tout = sum(r.tokens_out or 0 for r in rs)
-        line = {
-            "model": model, "dataset": dataset, "group": rs[0].group, "setting": setting, "n": n,
-            "accuracy": round(acc, 6), "se": round(math.sqrt(acc * (1 - acc) / n), 6),
-            "unparseable_rate": round(sum(r.parse_status == "unparseable" for r in rs) / n, 6),
-            "mean_tokens_out": round(tout / n, 2), "tokens_in": tin, "tokens_out": tout,
-            "context_overflow": sum(refusal(r) == "context_overflow" for r in rs),
-        }
-        for role in ("strict", "flexible"):  # the same responses read by the other extractors
-            if any(_role_verdict(r, role) is not None for r in rs):
-                hits = [_role_verdict(r, role) for r in rs]
-                line[f"accuracy_{role}"] = round(sum(r.correct if h is None else h for r, h in zip(rs, hits)) / n, 6)
-        filtered = sum(refusal(r) == "content_filter" for r in rs)
-        if filtered:
-            line["content_filter"] = filtered
-        if chance_credit:
-            credit = sum(1.0 if r.correct else (1.0 / len(r.choices) if r.parse_status == "unparseable" and r.choices else 0.0)
-                         for r in rs)
-            line["accuracy_chance_credit"] = round(credit / n, 6)
-        if price_in is not None and price_out is not None:
-            line["cost_usd"] = round(tin / 1e6 * price_in + tout / 1e6 * price_out, 6)
-        out.append(line)
-    order = {"zs_direct": 0, "zs_cot": 1, "fs_direct": 2, "fs_cot": 3, "plan_direct": 4, "plan_cot": 5, "plan_tool": 6}
-    out.sort(key=lambda d: (d["model"], d["dataset"], order.get(d["setting"], 99)))
-    return out
-

@@ -7,8 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from cotbench.config import QUICK_DATASETS, RunConfig, build_config, default_store_path
-from cotbench.settings import SETTINGS
+from cotbench.pipeline.config import (
+    QUICK_DATASETS,
+    RunConfig,
+    build_config,
+    default_store_path,
+)
+from cotbench.pipeline.settings import SETTINGS
 from cotbench.tasks.hub import HubUnavailable
 
 QUICK_LIMIT = 5
@@ -111,8 +116,8 @@ def _fallback_data_dir() -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cotbench.harness import run
-    from cotbench.report import print_summary
+    from cotbench.pipeline.console import print_summary
+    from cotbench.pipeline.harness import run
 
     quick = not any(v is not None for k, v in _flags_to_overrides(args).items()) and not args.config
     overrides = _flags_to_overrides(args)
@@ -143,14 +148,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cotbench.report import print_list
+    from cotbench.pipeline.console import print_list
 
     print_list(args.what, args.format)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cotbench.report import print_summary
+    from cotbench.pipeline.console import print_summary
 
     print_summary(Path(args.run_dir))
     return 0

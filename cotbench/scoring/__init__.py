@@ -1,0 +1,3 @@
+"""Answers out of model text, and verdicts: the named extractors (strict / default / flexible per answer
+type), the scorer and the judge's reply parsing. Pure functions; datasets, the runner, the analyzer and
+the importer of published generations all read outputs through them."""

@@ -10,8 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from cotbench.records import DataError
-from cotbench.types import REFUSALS, SampleResult
+from cotbench.records import REFUSALS, DataError, SampleResult
 
 SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
                   "mean_tokens_out", "tokens_in", "tokens_out", "context_overflow", "content_filter",

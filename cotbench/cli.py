@@ -11,27 +11,31 @@ import sys
 
 from cotbench.backends.base import EXIT_PENDING, BackendError, BackendPending
 
-AREAS = (
-    "cotbench.pipeline.cli",   # run, list, report
-    "cotbench.analysis.cli",  # analyze
-    "cotbench.figures.cli",   # figures
-    "cotbench.published.cli", # published
-    "cotbench.meta.cli",      # meta validate|query|import|fit|plot
-    "cotbench.pipeline.batches_cli",   # batches status|collect|cancel
-    "cotbench.heads.cli",     # heads retrieval|lofit|needles|figures
-)
+AREAS = {  # area module: the commands its register() adds (tests/test_cli_areas.py checks the two agree)
+    "cotbench.pipeline.cli": ("run", "list", "report"),
+    "cotbench.analysis.cli": ("analyze",),
+    "cotbench.figures.cli": ("figures",),
+    "cotbench.published.cli": ("published",),
+    "cotbench.meta.cli": ("meta",),  # meta validate|query|import|fit|plot
+    "cotbench.pipeline.batches_cli": ("batches",),  # batches status|collect|cancel
+    "cotbench.heads.cli": ("heads",),  # heads retrieval|lofit|needles|figures
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; for a known ``command``, only its area is imported. Several areas import pandas and
+    numpy at module level (about a second), which ``run`` does not need; the help and the error for an
+    unknown command list every area's commands."""
     p = argparse.ArgumentParser(prog="cotbench", description="When does chain-of-thought help an LLM?")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in AREAS:
+    for mod in [m for m, cmds in AREAS.items() if command in cmds] or list(AREAS):
         importlib.import_module(mod).register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -182,28 +183,47 @@ def adopt_legacy_store(out: Path, store: Store) -> None:
               file=sys.stderr)
 
 
-def package_versions() -> dict[str, str]:
+@lru_cache(maxsize=None)
+def _package_versions() -> tuple[tuple[str, str], ...]:
     from importlib import metadata
 
-    out = {"python": platform.python_version()}
+    out = [("python", platform.python_version())]
     for name in ("cotbench", "llama_cpp_python", "openai", "datasets", "vllm", "numpy", "pandas", "math-verify",
                  "z3-solver"):
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             pass
-    return out
+    return tuple(out)
 
 
+def package_versions() -> dict[str, str]:
+    """Versions for the manifest, read once per process: parsing the packages' metadata cost more than
+    the rest of a short run's bookkeeping, and a running process keeps the code it imported."""
+    return dict(_package_versions())
+
+
+def revision_from_status(porcelain_v2: str) -> str | None:
+    """HEAD from ``git status --porcelain=v2 --branch`` output, with ``+dirty`` when any tracked file is
+    changed (any entry line); None before the first commit (pure)."""
+    lines = porcelain_v2.splitlines()
+    head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
+    if head in (None, "(initial)"):
+        return None
+    return head + ("+dirty" if any(ln and not ln.startswith("#") for ln in lines) else "")
+
+
+@lru_cache(maxsize=None)
 def git_revision() -> str | None:
+    """The checkout's HEAD (``+dirty`` if tracked files differ), None outside git. One ``git status``
+    instead of two commands, once per process: the code a process runs is the code it imported."""
     try:
         root = Path(__file__).resolve().parent.parent
-        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-        return (r.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) if r.returncode == 0 else None
+        r = subprocess.run(["git", "-C", str(root), "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return revision_from_status(r.stdout) if r.returncode == 0 else None
 
 
 def samples_jsonl(rows) -> str:

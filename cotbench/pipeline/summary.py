@@ -6,11 +6,12 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from cotbench.records import REFUSALS, DataError, SampleResult
+
+if TYPE_CHECKING:  # pandas only where summary.csv is read back: a run writes it and never imports pandas
+    import pandas as pd
 
 SUMMARY_FIELDS = ["model", "dataset", "group", "setting", "n", "accuracy", "se", "unparseable_rate",
                   "mean_tokens_out", "tokens_in", "tokens_out", "context_overflow", "content_filter",
@@ -77,6 +78,8 @@ def summary_csv(lines: list[dict[str, Any]]) -> str:
 
 def read_summary(run_dir: str | Path) -> pd.DataFrame:
     """A run's summary.csv, checked for the columns every reader needs (the one reader of that file)."""
+    import pandas as pd
+
     p = Path(run_dir) / "summary.csv"
     if not p.is_file():
         raise DataError(f"{p}: no such file — is {run_dir} a finished cotbench run directory?")

@@ -238,6 +238,7 @@ def measure(url: str, server_pid: int | None, clients: list[str], its: list[dict
                 continue
             if server_pid:
                 r["server_cpu_s"] = tree_cpu_s(server_pid) - cpu0
+            r["load_1min"] = os.getloadavg()[0]  # other work on a shared machine, at the end of this pass
             results[c].append(r)
             print(f"c={concurrency} rep {rep + 1} {c:16s} {r['wall_s']:7.2f}s  {a.n / r['wall_s']:8.2f} samples/s",
                   flush=True)
@@ -252,7 +253,8 @@ def measure(url: str, server_pid: int | None, clients: list[str], its: list[dict
                       "median_tokens_per_s": round(tokens / median(walls), 2),
                       "per_request_ms": round(1000 * median(walls) / a.n, 3),
                       "texts_equal_to_raw": f"{min(same)}/{a.n}" if same else None,
-                      "accuracy": rs[0].get("accuracy")}
+                      "accuracy": rs[0].get("accuracy"),
+                      "load_1min_after_each_pass": [round(r["load_1min"], 2) for r in rs]}
         if server_pid:
             summary[c]["server_cpu_ms_per_request"] = round(1000 * median([r["server_cpu_s"] for r in rs]) / a.n, 3)
 

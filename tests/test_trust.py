@@ -334,6 +334,7 @@ def test_duplicate_ids_in_a_dataset_file(tmp_path):
 def test_run_help_states_each_real_default_once(capsys):
     import re
 
+    from cotbench.backends.registry import flag_args
     from cotbench.cli import main
     from cotbench.pipeline.config import RunConfig
 
@@ -343,9 +344,11 @@ def test_run_help_states_each_real_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "None" not in text
     blocks = re.split(r" (?=--[a-z])", text.split("options:", 1)[1])
-    d = RunConfig()
-    for flag, value in (("--seed", d.seed), ("--samples", d.samples), ("--concurrency", d.concurrency),
-                        ("--max-retries", d.max_retries), ("--n-ctx", d.n_ctx), ("--timeout", f"{d.timeout:g}"),
+    d = RunConfig().generation
+    b = {name: a.default for name, a in flag_args().items()}
+    for flag, value in (("--seed", d.seed), ("--samples", d.samples), ("--concurrency", b["concurrency"]),
+                        ("--max-retries", b["max_retries"]), ("--n-ctx", b["n_ctx"]),
+                        ("--timeout", f"{b['timeout']:g}"), ("--batch-size", b["batch_size"]),
                         ("--temperature", d.temperature), ("--top-p", d.top_p)):
         block = next(b for b in blocks if b.startswith(flag + " "))
         assert block.count("default") == 1 and f"default: {value}" in block, block

@@ -53,14 +53,21 @@ def test_default_store_is_shared_and_honours_xdg(own_store, tiny_data, tmp_path,
     assert default_store_path() == Path.home() / ".cache" / "cotbench" / "generations.sqlite"
 
 
+API = {"model": "openai:stub", "base_url": "http://127.0.0.1:9/v1"}  # backend knobs need a backend that takes them
+VLLM = {"model": "llama-3.1-8b-instruct"}
+
+
 @pytest.mark.parametrize("knob", [
-    {"price_in": 0.15, "price_out": 0.6}, {"chance_credit": True}, {"timeout": 7.5}, {"max_retries": 1},
-    {"concurrency": 2}, {"skip_missing": True}, {"data_dir": "RELATIVE"}, {"tensor_parallel_size": 2},
+    {"price_in": 0.15, "price_out": 0.6}, {"chance_credit": True}, API | {"timeout": 7.5},
+    API | {"max_retries": 1}, API | {"concurrency": 2}, {"skip_missing": True}, {"data_dir": "RELATIVE"},
+    VLLM | {"tensor_parallel_size": 2}, VLLM | {"backend_args": ["gpu_memory_utilization=0.5", "chunk_size=8"]},
+    {"batch_size": 2, "backend_args": ["n_threads=1"]},
 ], ids=lambda k: "-".join(k))
 def test_a_knob_that_changes_no_request_makes_no_call(knob, tiny_data, tmp_path, monkeypatch):
     """Same requests, same run: no call, and the same run directory (so the plain rerun resumes there)."""
     monkeypatch.chdir(tmp_path)
-    first = run(cfg_for(tiny_data), backend=TableBackend(answer))
+    model = {k: knob[k] for k in ("model", "base_url") if k in knob}
+    first = run(cfg_for(tiny_data, **model), backend=TableBackend(answer))
     if knob.get("data_dir") == "RELATIVE":
         knob = {"data_dir": os.path.relpath(tiny_data, tmp_path)}
     again = TableBackend(answer)

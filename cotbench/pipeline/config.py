@@ -284,7 +284,7 @@ def _declaration(key: str, backends: dict[str, str], what: str) -> BackendArg:
 
 def _checked(a: BackendArg, value: Any, what: str, parse: bool = False) -> Any:
     try:
-        return a.parse(value) if parse else a.check(value)
+        return a.check(a.parse(value) if parse else value)
     except ValueError as e:
         raise ValueError(f"{what}: {e} (backend argument {a.name}; see `cotbench list backends`)") from None
 

@@ -154,6 +154,13 @@ def test_flat_view_loads_back_as_the_same_configuration(tmp_path):
     y.write_text(yaml.safe_dump(cfg.flat()))
     again = build_config(str(y), {})
     assert again == cfg and again.hash() == cfg.hash()
+    flat = cfg.flat()
+    assert flat["tensor_parallel_size"] == 2 and flat["backend_args"] == {"max_model_len": 4096}
+    old = tmp_path / "old.yaml"  # a file for another backend's model: its ignored key survives the round trip
+    old.write_text("model: gpt-4o-mini\nbatch_size: 4\n")
+    cfg = build_config(str(old), {})
+    y.write_text(yaml.safe_dump(cfg.flat()))
+    assert build_config(str(y), {}) == cfg
 
 
 def test_run_options_come_from_the_generation_part():

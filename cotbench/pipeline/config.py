@@ -144,11 +144,15 @@ class RunConfig:
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:
-        """The configuration as users write it (YAML keys; what the manifest records): loading it back as a
-        YAML file gives the same configuration."""
+        """The configuration as users write it (YAML keys; what the manifest records): backend arguments with
+        a short key at the top level, as earlier releases wrote them, the others under ``backend_args``.
+        Loading it back as a YAML file gives the same configuration."""
         out: dict[str, Any] = {}
         for part in (self.generation, self.execution, self.reporting):
             out.update(asdict(part))
+        args = out.pop("backend_args")
+        out.update({k: v for k, v in args.items() if k in SHORT_ARGS})
+        out["backend_args"] = {k: v for k, v in args.items() if k not in SHORT_ARGS}
         return out
 
 
@@ -333,6 +337,7 @@ def gather_backend_args(values: dict[str, Any], backends: dict[str, str], yaml_p
         a = _declaration(key, backends, what)
         value = _checked(a, value, what, parse)
         if key in out and out[key] != value:
-            raise ValueError(f"{what}: {a.option} already gives {key} = {out[key]!r}; give it once")
+            short = f"the option {key!r}" if yaml_path else a.option
+            raise ValueError(f"{what}: {short} already gives {key} = {out[key]!r}; give it once")
         out[key] = value
     return out

@@ -118,7 +118,7 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in [
              identity=True, flag=True, **POSITIVE),
         _arg("batch_size", int, 8, "requests decoded together (1 = one at a time; outputs are the same)",
              flag=True, **POSITIVE),
-        _arg("n_threads", int, None, "CPU threads (default: llama.cpp's choice)", **POSITIVE),
+        _arg("n_threads", int, None, "CPU threads (default: the CPUs this process may use)", **POSITIVE),
     )),
     BackendEntry("openai", "cotbench.backends.openai_api:from_spec",
                  "any OpenAI-compatible chat endpoint (hosted APIs, vllm serve, llama_cpp.server)", (

@@ -99,7 +99,7 @@ def test_list_and_report_commands(capsys, tiny_data, tmp_path):
 
 
 def test_summary_accuracy_se_cost_and_chance_credit():
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
     from cotbench.records import SampleResult
 
     def row(correct, status="ok", tin=100, tout=10):
@@ -125,8 +125,8 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
     seen = []
 
     def fake_run(cfg):
-        seen.append(cfg.data_dir)
-        if cfg.data_dir is None:
+        seen.append(cfg.reporting.data_dir)
+        if cfg.reporting.data_dir is None:
             raise HubUnavailable("gsm8k: cannot load openai/gsm8k from the Hugging Face hub")
         out = tmp_path / "run"
         out.mkdir(exist_ok=True)
@@ -148,7 +148,7 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
 def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
     """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
     extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
 
     task = get_task("gsm8k")
     exs = task.load(hf_data, limit=3)

@@ -95,8 +95,24 @@ def setting_rows() -> list[dict[str, str]]:
     return [{"name": s.name, "description": s.description} for s in SETTINGS.values()]
 
 
+def backend_rows() -> list[dict[str, str]]:
+    """One row per backend argument: ``-B name=value`` (or its short flag), its type, default, and whether it
+    is part of a run's identity (it can change an output)."""
+    from cotbench.backends.registry import BACKENDS
+
+    rows = []
+    for e in BACKENDS.values():
+        for a in e.args:
+            rows.append({"backend": e.name, "argument": a.name, "flag": a.option if a.flag else "-B only",
+                         "type": a.type_name() + (f" ({'|'.join(a.choices)})" if a.choices else ""),
+                         "default": "-" if a.default is None else str(a.default).lower() if a.type is bool
+                         else str(a.default), "identity": "yes" if a.identity else "no", "help": a.help})
+    return rows
+
+
 LISTS = {"datasets": ("Datasets (the study's 20)", dataset_rows), "models": ("Models", model_rows),
-         "settings": ("Settings", setting_rows)}
+         "settings": ("Settings", setting_rows),
+         "backends": ("Backend arguments (-B NAME=VALUE; identity: part of a run's identity)", backend_rows)}
 FORMATS = ("table", "json", "csv")
 
 

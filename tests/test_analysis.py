@@ -429,6 +429,23 @@ def test_published_import_rescore_and_disagreements(tmp_path):
         "TAUR-Lab/Taur_CoT_Analysis_Project___meta-llama__Meta-Llama-3.1-8B-Instruct"
 
 
+def test_published_run_dir_has_the_harness_summary(tmp_path):
+    """`cotbench published` writes summary.csv with the harness's summarize: the same columns, rounding and
+    row order as a run the harness wrote, and empty token cells (the release has no token counts)."""
+    from cotbench.pipeline.summary import read_summary, summarize, summary_csv
+    from cotbench.records import read_jsonl
+
+    f = tmp_path / "pub.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _published_rows()))
+    out = tmp_path / "pubrun"
+    assert main(["published", "--model", "org/model", "--config", "mmlu", "--file", str(f), "--out", str(out)]) == 0
+    rows = [SampleResult(**{k: v for k, v in r.items() if k != "schema_version"}) for r in read_jsonl(out / "samples.jsonl")]
+    assert (out / "summary.csv").read_text() == summary_csv(summarize(rows))
+    s = read_summary(out)
+    assert list(s["setting"]) == ["zs_direct", "zs_cot"] and s["mean_tokens_out"].isna().all()
+    assert list(s["accuracy"]) == [round(2 / 3, 6), round(1 / 3, 6)] and list(s["context_overflow"]) == [0, 0]
+
+
 def test_published_bad_rows_are_named(tmp_path):
     r = _published_rows()[0]
     with pytest.raises(DataError, match="row 1: field 'choices' is not valid JSON"):

@@ -99,7 +99,7 @@ def test_list_and_report_commands(capsys, tiny_data, tmp_path):
 
 
 def test_summary_accuracy_se_cost_and_chance_credit():
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
     from cotbench.records import SampleResult
 
     def row(correct, status="ok", tin=100, tout=10):
@@ -115,6 +115,28 @@ def test_summary_accuracy_se_cost_and_chance_credit():
     assert line["unparseable_rate"] == 0.25 and line["mean_tokens_out"] == 10
     assert line["accuracy_chance_credit"] == (2 + 0.25) / 4
     assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12
+
+
+def test_summary_leaves_unknown_token_counts_empty(tmp_path):
+    """Rows that report no token counts (imported published generations, servers without usage) get
+    empty token cells, not a mean of 0 tokens; a row without a count among others counts 0."""
+    from cotbench.pipeline.summary import summarize, summary_csv, summary_rows
+    from cotbench.records import SampleResult
+
+    def row(setting, tout):
+        return SampleResult(model="m", dataset="d", group="g", setting=setting, example_id="1", sample_index=0,
+                            key="k", messages=[], response="", extracted="A", extract_method="x", parse_status="ok",
+                            gold="A", correct=True, tokens_in=None, tokens_out=tout, latency_s=None,
+                            finish_reason=None)
+
+    lines = summarize([row("zs_direct", None), row("zs_cot", 10), row("zs_cot", None)], price_in=1.0, price_out=1.0)
+    unknown, known = lines
+    assert unknown["setting"] == "zs_direct" and unknown["mean_tokens_out"] is None and unknown["tokens_out"] is None
+    assert unknown["tokens_in"] is None and "cost_usd" not in unknown
+    assert known["mean_tokens_out"] == 5.0 and known["tokens_out"] == 10
+    (tmp_path / "summary.csv").write_text(summary_csv(lines))
+    back = summary_rows(tmp_path)
+    assert back[0]["mean_tokens_out"] is None and back[1]["mean_tokens_out"] == 5.0
 
 
 def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
@@ -148,7 +170,7 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
 def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
     """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
     extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
 
     task = get_task("gsm8k")
     exs = task.load(hf_data, limit=3)

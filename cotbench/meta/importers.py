@@ -22,6 +22,7 @@ from typing import Iterable
 import pandas as pd
 
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
+from cotbench.pipeline.summary import read_summary
 from cotbench.records import DataError, check_schema
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
@@ -296,6 +297,13 @@ _PAIRS = (("zero", "zs_direct", "zs_cot"), ("few", "fs_direct", "fs_cot"))
 SUMMARY_REQUIRED = ("model", "dataset", "setting", "n", "accuracy")
 
 
+def _cell(v) -> float | None:
+    """A summary.csv number: None when the cell is empty, NaN when it is not a number."""
+    if isinstance(v, str):
+        return _pct(v)
+    return None if pd.isna(v) else float(v)
+
+
 def _manifest(run: Path) -> dict:
     p = run / "manifest.json"
     if not p.exists():
@@ -325,12 +333,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
     rows: list[dict] = []
     for run in dirs:
         summ = run / "summary.csv"
-        if not summ.exists():
-            raise FileNotFoundError(f"{summ}: no such file (is {run} a cotbench run directory?)")
-        df = pd.read_csv(summ, dtype=str, keep_default_na=False)
-        missing = [c for c in SUMMARY_REQUIRED if c not in df.columns]
-        if missing:
-            raise DataError(f"{summ}: lacks column(s) {', '.join(missing)}")
+        df = read_summary(run, required=SUMMARY_REQUIRED)
         man = _manifest(run)
         cfg = man.get("config", {}) if isinstance(man.get("config"), dict) else {}
         k_cfg = cfg.get("fewshot_k")
@@ -356,7 +359,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
                     continue
                 used |= {i, j}
                 where = f"{summ}:{lines[j]}+{lines[i]}"
-                d_acc, c_acc = _pct(df.at[j, "accuracy"]), _pct(df.at[i, "accuracy"])
+                d_acc, c_acc = _cell(df.at[j, "accuracy"]), _cell(df.at[i, "accuracy"])
                 if d_acc is None or c_acc is None or math.isnan(d_acc) or math.isnan(c_acc):
                     rep.drop(where, f"{model} {dataset}: accuracy missing or not a number")
                     continue
@@ -367,7 +370,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
                 if cat is None:
                     rep.drop(where, f"no category for dataset {dataset!r} (add --map {dataset}=CATEGORY)")
                     continue
-                nd, nc = _pct(df.at[j, "n"]), _pct(df.at[i, "n"])
+                nd, nc = _cell(df.at[j, "n"]), _cell(df.at[i, "n"])
                 notes = [f"{d_set} vs {c_set} from summary.csv"]
                 n_items: int | str = ""
                 if nd and nc and not (math.isnan(nd) or math.isnan(nc)):

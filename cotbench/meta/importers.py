@@ -11,7 +11,6 @@ Both return ``(rows, ImportReport)``; rows are dicts over ``ALL_COLUMNS`` ready 
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import urllib.request
@@ -21,9 +20,10 @@ from typing import Iterable
 
 import pandas as pd
 
+from cotbench.analysis.load import read_manifest
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
 from cotbench.pipeline.summary import read_summary
-from cotbench.records import DataError, check_schema
+from cotbench.records import DataError
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
            "BBH_CATEGORY", "read_sheet", "paper_id_from_link"]
@@ -304,19 +304,6 @@ def _cell(v) -> float | None:
     return None if pd.isna(v) else float(v)
 
 
-def _manifest(run: Path) -> dict:
-    p = run / "manifest.json"
-    if not p.exists():
-        return {}
-    try:
-        man = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: unreadable manifest ({e})") from None
-    if isinstance(man, dict):
-        check_schema(man, str(p))
-    return man
-
-
 def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str, str] | None = None
                 ) -> tuple[list[dict], ImportReport]:
     """Turn cotbench run results into effect rows (origin 'cotbench_run', scores x100)."""
@@ -334,7 +321,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
     for run in dirs:
         summ = run / "summary.csv"
         df = read_summary(run, required=SUMMARY_REQUIRED)
-        man = _manifest(run)
+        man = read_manifest(run) if (run / "manifest.json").is_file() else {}
         cfg = man.get("config", {}) if isinstance(man.get("config"), dict) else {}
         k_cfg = cfg.get("fewshot_k")
         year = str(man.get("started_iso", ""))[:4]

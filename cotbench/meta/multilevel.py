@@ -62,18 +62,17 @@ class _Blocks:
         ]
 
     def inverses(self, theta):
+        """Each block's inverse and the log-determinant of M (Cholesky)."""
         out = []
         logdet = 0.0
-        for idx, Gs in zip(self.index, self.G):
-            M = np.diag(self.v[idx]).copy()
-            for t, G in zip(theta, Gs):
-                M += t * G
+        for M in self.matrices(theta):
             c = linalg.cho_factor(M, lower=True)
             logdet += 2 * float(np.sum(np.log(np.diag(c[0]))))
-            out.append(linalg.cho_solve(c, np.eye(idx.size)))
+            out.append(linalg.cho_solve(c, np.eye(M.shape[0])))
         return out, logdet
 
     def matrices(self, theta):
+        """The blocks of M for variance components ``theta``."""
         Ms = []
         for idx, Gs in zip(self.index, self.G):
             M = np.diag(self.v[idx]).copy()

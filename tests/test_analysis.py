@@ -2,6 +2,7 @@
 computation or against scipy/statsmodels called directly."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict
@@ -63,6 +64,17 @@ COT = [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
 
 
 # ---------------------------------------------------------------- load
+
+def test_sample_table_columns_follow_the_record_type():
+    """The loader's defaults and numeric columns come from SampleResult, so a new field needs no second list."""
+    from cotbench.analysis.load import DEFAULTS, NUMBER_COLS, SAMPLE_FIELDS
+
+    assert SAMPLE_FIELDS == [f.name for f in dataclasses.fields(SampleResult)]
+    assert NUMBER_COLS == ["tokens_in", "tokens_out", "latency_s"]
+    assert DEFAULTS["tokens_out"] is None and DEFAULTS["extractions"] is None and DEFAULTS["question"] == ""
+    df = table([sample(tokens_out=None)])
+    assert all(df[c].dtype == float for c in NUMBER_COLS) and df["tokens_out"].isna().all()
+
 
 def test_load_reads_run_and_names_bad_input(tmp_path):
     run = write_run(tmp_path / "r", paired_rows(DIRECT, COT))

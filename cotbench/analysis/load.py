@@ -44,6 +44,9 @@ _HINTS = typing.get_type_hints(SampleResult)
 DEFAULTS: dict[str, Any] = {f.name: _absent_value(f, _HINTS[f.name]) for f in dataclasses.fields(SampleResult)
                             if f.name not in REQUIRED}
 ID_COLS = ["model", "dataset", "setting", "example_id", "sample_index"]
+# optional counts and measurements (tokens_in, tokens_out, latency_s): float columns, NaN where unknown
+NUMBER_COLS = [name for name, hint in _HINTS.items()
+               if set(typing.get_args(hint)) in ({int, type(None)}, {float, type(None)})]
 
 
 def _coerce_bool(v: Any, where: str) -> bool:
@@ -149,7 +152,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols = [c for c in SAMPLE_FIELDS if not rows or c in rows[0]]
     df = pd.DataFrame(rows, columns=cols)
     df["correct"] = df["correct"].astype(bool)
-    for c in ("tokens_in", "tokens_out", "latency_s"):
+    for c in NUMBER_COLS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
 

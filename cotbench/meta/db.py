@@ -151,9 +151,9 @@ def write_table(path: str | os.PathLike, header: Sequence[str], rows: Iterable[d
     w.writeheader()
     for r in rows:
         w.writerow({k: "" if r.get(k) is None else r.get(k) for k in header})
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(p)
+    from cotbench.pipeline.harness import atomic_write
+
+    atomic_write(p, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------ cell parsers

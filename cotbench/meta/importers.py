@@ -21,6 +21,7 @@ from typing import Iterable
 import pandas as pd
 
 from cotbench.analysis.load import read_manifest
+from cotbench.meta.db import parse_number
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
 from cotbench.pipeline.summary import read_summary
 from cotbench.records import DataError
@@ -101,13 +102,8 @@ def read_sheet(src: str | Path) -> tuple[pd.DataFrame, str]:
 
 
 def _pct(cell: str) -> float | None:
-    c = (cell or "").strip().rstrip("%").strip()
-    if not c:
-        return None
-    try:
-        return float(c)
-    except ValueError:
-        return math.nan
+    """A score cell, "%" allowed: None when empty, NaN when not a number."""
+    return parse_number((cell or "").strip().rstrip("%"))
 
 
 def _shots(cell: str) -> str | None:

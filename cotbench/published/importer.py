@@ -14,7 +14,7 @@ Rows become our sample table (settings zs_direct … fs_cot), re-extracted and r
 ``correct``); their verdicts are kept in ``extra["published"]`` so
 :func:`cotbench.analysis.disagreements.disagreements` can show where the two scorings differ. Example
 ids are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
-This module does I/O (hub, files); the ``published`` command lives in ``published_cli.py``.
+This module does I/O (hub, files); the ``published`` command lives in ``published/cli.py``.
 """
 from __future__ import annotations
 

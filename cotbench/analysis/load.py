@@ -12,7 +12,6 @@ a newer cotbench (a higher ``schema_version``) are refused rather than misread.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,7 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from cotbench.pipeline.summary import read_summary
-from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl
+from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl, read_json
 
 SAMPLE_FIELDS = [f.name for f in dataclasses.fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")
@@ -161,10 +160,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / "manifest.json"
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    obj = read_json(p)
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a JSON object")
     check_schema(obj, str(p))

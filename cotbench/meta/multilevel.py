@@ -250,18 +250,14 @@ class MvResult(Coefficients):
         return Bc.index, Bc.matrices(np.concatenate([[0.0], self.sigma2])), self.vb
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        return {
             "model": "rma_mv", "method": self.method, "test": self.test, "k": self.k,
             "random": self.factors, "nlvls": self.nlvls,
             "sigma2": dict(zip(self.sigma2_names, map(float, self.sigma2))),
             "coefficients": self.to_frame().reset_index().to_dict(orient="records"),
             "logLik": self.logLik, "QE": self.QE, "QE_df": self.QE_df, "QE_p": self.QE_p,
+            **self._tests_dict(),
         }
-        if self.QM is not None:
-            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p)
-        if self.p == 1:
-            out["prediction"] = self.predict()
-        return out
 
     def summary(self) -> str:
         import pandas as pd

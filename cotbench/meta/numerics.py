@@ -470,6 +470,16 @@ class Coefficients(CoefficientTable):
             "pi_ub": pred + c * spi,
         }
 
+    def _tests_dict(self, **with_qm: Any) -> dict[str, Any]:
+        """The end of every ``to_dict``: the moderator test (with ``with_qm``, e.g. R2) when there is one,
+        and the prediction when the model has no moderators."""
+        out: dict[str, Any] = {}
+        if self.QM is not None:
+            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p, **with_qm)
+        if self.p == 1:
+            out["prediction"] = self.predict()
+        return out
+
     def _tests_and_coefficients(self, prediction_interval: bool) -> list[str]:
         """The printout from the heterogeneity test on: moderator test, coefficients, prediction interval."""
         mods = self.QM is not None

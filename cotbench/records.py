@@ -205,7 +205,7 @@ def read_json(path: str | Path) -> Any:
 def read_rows_any(path: str | Path) -> list[dict[str, Any]]:
     """Rows from JSONL (one object a line) or a JSON array of objects, by file suffix."""
     path = Path(path)
-    if path.suffix == ".jsonl":
+    if path.suffix.lower() == ".jsonl":
         return read_jsonl(path)
     data = read_json(path)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

@@ -193,6 +193,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; invalid JSON raises DataError naming file and line (a missing file stays
+    FileNotFoundError)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} ({e.msg})") from None
+
+
+def read_rows_any(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from JSONL (one object a line) or a JSON array of objects, by file suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_jsonl(path)
+    data = read_json(path)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON array of objects")
+    return data
+
+
 def hash_file(path: str | Path, h: "hashlib._Hash") -> "hashlib._Hash":
     """Feed a file's bytes to ``h`` in 1 MiB pieces (data files and model weights can be GBs)."""
     with open(path, "rb") as f:

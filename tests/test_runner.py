@@ -117,6 +117,28 @@ def test_summary_accuracy_se_cost_and_chance_credit():
     assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12
 
 
+def test_summary_leaves_unknown_token_counts_empty(tmp_path):
+    """Rows that report no token counts (imported published generations, servers without usage) get
+    empty token cells, not a mean of 0 tokens; a row without a count among others counts 0."""
+    from cotbench.pipeline.summary import summarize, summary_csv, summary_rows
+    from cotbench.records import SampleResult
+
+    def row(setting, tout):
+        return SampleResult(model="m", dataset="d", group="g", setting=setting, example_id="1", sample_index=0,
+                            key="k", messages=[], response="", extracted="A", extract_method="x", parse_status="ok",
+                            gold="A", correct=True, tokens_in=None, tokens_out=tout, latency_s=None,
+                            finish_reason=None)
+
+    lines = summarize([row("zs_direct", None), row("zs_cot", 10), row("zs_cot", None)], price_in=1.0, price_out=1.0)
+    unknown, known = lines
+    assert unknown["setting"] == "zs_direct" and unknown["mean_tokens_out"] is None and unknown["tokens_out"] is None
+    assert unknown["tokens_in"] is None and "cost_usd" not in unknown
+    assert known["mean_tokens_out"] == 5.0 and known["tokens_out"] == 10
+    (tmp_path / "summary.csv").write_text(summary_csv(lines))
+    back = summary_rows(tmp_path)
+    assert back[0]["mean_tokens_out"] is None and back[1]["mean_tokens_out"] == 5.0
+
+
 def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
     """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
     import cotbench.pipeline.harness as harness

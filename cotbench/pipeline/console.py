@@ -43,7 +43,8 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
         by_role = [f"{100 * float(r[k]):.1f}" if r.get(k) is not None else "-" for k in roles]
         t.add_row(str(r["model"]), str(r["dataset"]), str(r["setting"]), str(r["n"]),
                   f"{100 * float(r['accuracy']):.1f}", f"{100 * float(r['se']):.1f}", *by_role,
-                  f"{100 * float(r['unparseable_rate']):.1f}%", str(r["mean_tokens_out"]))
+                  f"{100 * float(r['unparseable_rate']):.1f}%",
+                  "-" if r["mean_tokens_out"] is None else str(r["mean_tokens_out"]))
     console.print(t)
     for reason, what in (("context_overflow", "prompt longer than the model's context"),
                          ("content_filter", "rejected by a content filter")):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cotbench.records import DataError, Example
+from cotbench.records import DataError, Example, read_json
 from cotbench.tasks.base import Task, require
-from cotbench.tasks.common import original, read_json
+from cotbench.tasks.common import original
 
 CHOICES = ("True", "False", "N/A")
 _GOLD = {True: "A", False: "B", "N/A": "C"}

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 # Version of the files a run writes (each samples.jsonl row's "schema_version", manifest.json's
 # "schema_version"). Readers refuse a newer version than they know, rather than misreading it; files
@@ -234,3 +235,23 @@ def check_schema(obj: dict[str, Any], where: str) -> None:
     if v > SCHEMA_VERSION:
         raise DataError(f"{where}: written with schema version {v}; this cotbench reads up to "
                         f"{SCHEMA_VERSION} (upgrade cotbench to read it)")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename: a crash never leaves a
+    half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def samples_jsonl(rows: Iterable["SampleResult"]) -> str:
+    """samples.jsonl text: one SampleResult per line (the file every analysis reads)."""
+    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)

@@ -215,7 +215,7 @@ def save(result: LofitResult, path: str | Path, meta: dict[str, Any]) -> None:
             "losses_select": [round(x, 5) for x in result.losses_select],
             "losses_offset": [round(x, 5) for x in result.losses_offset],
             "select_norms": [[round(x, 6) for x in row] for row in result.select_norms], **meta}
-    from cotbench.pipeline.harness import atomic_write
+    from cotbench.records import atomic_write
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

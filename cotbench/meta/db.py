@@ -152,7 +152,7 @@ def write_table(path: str | os.PathLike, header: Sequence[str], rows: Iterable[d
     w.writeheader()
     for r in rows:
         w.writerow({k: "" if r.get(k) is None else r.get(k) for k in header})
-    from cotbench.pipeline.harness import atomic_write
+    from cotbench.records import atomic_write
 
     atomic_write(p, buf.getvalue())
 

@@ -21,26 +21,24 @@ from typing import Any
 
 from cotbench.backends.base import Backend
 from cotbench.backends.registry import BuildContext, build_backend
-from cotbench.pipeline.config import QUICK_DATASETS, Generation, RunConfig, default_store_path
+from cotbench.pipeline.config import (
+    QUICK_DATASETS,
+    Generation,
+    RunConfig,
+    default_store_path,
+)
 from cotbench.pipeline.registry import ModelSpec, resolve_model
 from cotbench.pipeline.runner import RunOptions, build_units, execute, score_unit
 from cotbench.pipeline.store import Store
 from cotbench.pipeline.summary import summarize, summary_csv
-from cotbench.records import SCHEMA_VERSION, Example, file_sha256
+from cotbench.records import (
+    SCHEMA_VERSION,
+    Example,
+    atomic_write,
+    file_sha256,
+    samples_jsonl,
+)
 from cotbench.tasks.base import DataMissing, Task
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def resolve_tasks(cfg: RunConfig) -> list[Task]:
@@ -193,10 +191,6 @@ def git_revision() -> str | None:
         return (r.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")) if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def samples_jsonl(rows) -> str:
-    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
 
 
 def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:

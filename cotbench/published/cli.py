@@ -26,10 +26,14 @@ def cmd_published(args) -> int:
     from cotbench.analysis.disagreements import disagreements
     from cotbench.analysis.load import frame_from_rows
     from cotbench.analysis.render import render
-    from cotbench.pipeline.harness import atomic_write, samples_jsonl
     from cotbench.pipeline.summary import summarize, summary_csv
     from cotbench.published import importer as pub
-    from cotbench.records import SCHEMA_VERSION, SampleResult
+    from cotbench.records import (
+        SCHEMA_VERSION,
+        SampleResult,
+        atomic_write,
+        samples_jsonl,
+    )
 
     if args.file and len(args.config) != 1:
         raise ValueError("--file holds one config; pass exactly one --config with it")

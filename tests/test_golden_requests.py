@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from cotbench.backends.table import TableBackend
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="plan_tool needs the Linux sandbox")
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_requests.json"
 SETTINGS = ["zs_direct", "zs_cot", "fs_direct", "fs_cot", "plan_direct", "plan_cot", "plan_tool"]
 DATASETS = ["gsm8k", "folio", "contexthub", "biggen_bench", "mmlu"]
@@ -56,7 +58,8 @@ def _row_view(row: dict) -> dict:
         extra["tool"] = {k: v for k, v in tool.items() if k not in VOLATILE_TOOL}
     if "calls" in extra:
         extra["calls"] = [{k: v for k, v in c.items() if k != "latency_s"} for c in extra["calls"]]
-    stable = {k: v for k, v in row.items() if k != "latency_s"} | {"extra": extra}
+    # the model label is the config's default model, not part of what the pipeline asks or scores
+    stable = {k: v for k, v in row.items() if k not in ("latency_s", "model")} | {"extra": extra}
     digest = hashlib.sha256(json.dumps(stable, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
     return {"dataset": row["dataset"], "setting": row["setting"], "example_id": row["example_id"],
             "key": row["key"], "extracted": row["extracted"], "extract_method": row["extract_method"],

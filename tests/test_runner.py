@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from cotbench.backends.table import TableBackend
 from cotbench.cli import main
 from cotbench.pipeline.config import build_config
@@ -209,3 +211,39 @@ def test_report_shows_strict_and_flexible_accuracy(tmp_path):
     con = Console(record=True, width=200)
     print_summary(tmp_path, con)
     assert "strict" not in next(line for line in con.export_text().splitlines() if "accuracy" in line)
+
+
+def test_token_budget_per_call_kind_task_then_run_override():
+    """Every call kind's budget comes from one resolver: the run's override for its kind, else the task's
+    (with the plan spec's own budgets for plan calls); a judge's budget is its task's alone."""
+    import dataclasses
+
+    from cotbench.pipeline.runner import token_budget
+    from cotbench.solvers.plan import plan_spec
+
+    gsm8k, biggen = get_task("gsm8k"), get_task("biggen_bench")
+    plan = plan_spec(gsm8k)["max_tokens"]
+    plain, over = RunOptions("m"), RunOptions("m", max_tokens_direct=7, max_tokens_cot=70)
+    want = {"direct": (32, 7), "cot": (768, 70), "plan": (plan["plan"], 70), "plan_direct": (32, 7),
+            "plan_cot": (768, 70)}
+    for kind, (own, overridden) in want.items():
+        assert token_budget(gsm8k, kind, plain, plan) == own == gsm8k.budget(kind, plan)
+        assert token_budget(gsm8k, kind, over, plan) == overridden
+    bare = dataclasses.replace(gsm8k, max_tokens={"direct": 5, "cot": 50})
+    assert [bare.budget(k) for k in ("plan", "plan_direct", "plan_cot")] == [768, 5, 50]  # no plan spec budgets
+    assert bare.budget("plan_cot", {"plan_cot": 99}) == 99
+    assert token_budget(biggen, "judge", over) == biggen.judge.max_tokens == 512
+    with pytest.raises(ValueError, match="no judge"):
+        gsm8k.budget("judge")
+    with pytest.raises(ValueError, match="unknown call kind"):
+        gsm8k.budget("answer")
+
+
+def test_plan_settings_only_for_tasks_that_declare_a_plan_prompt(tiny_data):
+    from cotbench.records import Example
+
+    opts = RunOptions("m")
+    ex = Example("x/0", "x", "What is 2 + 2?", "4", "number")
+    gsm8k, mmlu = get_task("gsm8k"), get_task("mmlu")
+    units = build_units({gsm8k: [ex], mmlu: mmlu.load(tiny_data, limit=1)}, ["plan_direct", "plan_tool"], opts)
+    assert [(u.task.name, u.setting.name) for u in units] == [("gsm8k", "plan_direct"), ("gsm8k", "plan_tool")]

@@ -223,7 +223,7 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     opts = run_options(g, label, spec.prefill)
     units = build_units(data, g.settings, opts)
     judge_backend = None
-    if g.judge_model and any(u.example.answer_type == "judge" for u in units):
+    if g.judge_model and any(u.task.judge is not None for u in units):
         judge_spec = resolve_model(g.judge_model)
         judge_backend = make_backend(judge_spec, cfg)
     from cotbench.pipeline.progress import Progress
@@ -255,7 +255,7 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
         "backend": backend.describe(), "backend_stats": asdict(backend.stats), "run_stats": asdict(stats),
         "judge": (judge_backend.describe() | {"model": g.judge_model}) if judge_backend else
                  ({"model": spec.name, "note": "the evaluated model judged itself"}
-                  if any(u.example.answer_type == "judge" for u in units) else None),
+                  if any(u.task.judge is not None for u in units) else None),
         "datasets": sources, "packages": package_versions(), "git_revision": git_revision(),
         "command": sys.argv, "started_at": started, "finished_at": time.time(),
         "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

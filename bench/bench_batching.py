@@ -136,6 +136,7 @@ def main() -> None:
                    f"{' '.join(map(str, a.batch_sizes))} --reps {a.reps}"
                    + (" --skip-reference" if llm is None else "") + (f" --gguf {a.gguf}" if a.gguf else ""),
         "model": a.gguf or f"{DEFAULT_MODEL} (embedded GGUF)", "llama_threads": threads, "n_ctx": a.n_ctx,
+        "omp_env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
                      "max_tokens": a.max_tokens, "temperature": 0, "reps": a.reps},
         "ratio_definition": "tokens/s of a mode / tokens/s of the base mode in the same repetition, median over "

@@ -11,7 +11,7 @@ import sys
 
 from cotbench.backends.base import EXIT_PENDING, BackendError, BackendPending
 
-AREAS = {  # area module: the commands its register() adds (tests/test_cli_areas.py checks the two agree)
+AREAS = {  # area module: the commands its register() adds (tests/test_fixed_costs.py checks the two agree)
     "cotbench.pipeline.cli": ("run", "list", "report"),
     "cotbench.analysis.cli": ("analyze",),
     "cotbench.figures.cli": ("figures",),

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 # Version of the files a run writes (each samples.jsonl row's "schema_version", manifest.json's
 # "schema_version"). Readers refuse a newer version than they know, rather than misreading it; files
@@ -193,6 +194,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; invalid JSON raises DataError naming file and line (a missing file stays
+    FileNotFoundError)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} ({e.msg})") from None
+
+
+def read_rows_any(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from JSONL (one object a line) or a JSON array of objects, by file suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_jsonl(path)
+    data = read_json(path)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON array of objects")
+    return data
+
+
 def hash_file(path: str | Path, h: "hashlib._Hash") -> "hashlib._Hash":
     """Feed a file's bytes to ``h`` in 1 MiB pieces (data files and model weights can be GBs)."""
     with open(path, "rb") as f:
@@ -214,3 +235,23 @@ def check_schema(obj: dict[str, Any], where: str) -> None:
     if v > SCHEMA_VERSION:
         raise DataError(f"{where}: written with schema version {v}; this cotbench reads up to "
                         f"{SCHEMA_VERSION} (upgrade cotbench to read it)")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename: a crash never leaves a
+    half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def samples_jsonl(rows: Iterable["SampleResult"]) -> str:
+    """samples.jsonl text: one SampleResult per line (the file every analysis reads)."""
+    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)

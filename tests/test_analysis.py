@@ -2,6 +2,7 @@
 computation or against scipy/statsmodels called directly."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict
@@ -63,6 +64,17 @@ COT = [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
 
 
 # ---------------------------------------------------------------- load
+
+def test_sample_table_columns_follow_the_record_type():
+    """The loader's defaults and numeric columns come from SampleResult, so a new field needs no second list."""
+    from cotbench.analysis.load import DEFAULTS, NUMBER_COLS, SAMPLE_FIELDS
+
+    assert SAMPLE_FIELDS == [f.name for f in dataclasses.fields(SampleResult)]
+    assert NUMBER_COLS == ["tokens_in", "tokens_out", "latency_s"]
+    assert DEFAULTS["tokens_out"] is None and DEFAULTS["extractions"] is None and DEFAULTS["question"] == ""
+    df = table([sample(tokens_out=None)])
+    assert all(df[c].dtype == float for c in NUMBER_COLS) and df["tokens_out"].isna().all()
+
 
 def test_load_reads_run_and_names_bad_input(tmp_path):
     run = write_run(tmp_path / "r", paired_rows(DIRECT, COT))
@@ -427,6 +439,23 @@ def test_published_import_rescore_and_disagreements(tmp_path):
     assert [r["correct"] for r in from_csv] == [r["correct"] for r in rows]
     assert published.hub_repo("meta-llama/Meta-Llama-3.1-8B-Instruct") == \
         "TAUR-Lab/Taur_CoT_Analysis_Project___meta-llama__Meta-Llama-3.1-8B-Instruct"
+
+
+def test_published_run_dir_has_the_harness_summary(tmp_path):
+    """`cotbench published` writes summary.csv with the harness's summarize: the same columns, rounding and
+    row order as a run the harness wrote, and empty token cells (the release has no token counts)."""
+    from cotbench.pipeline.summary import read_summary, summarize, summary_csv
+    from cotbench.records import read_jsonl
+
+    f = tmp_path / "pub.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in _published_rows()))
+    out = tmp_path / "pubrun"
+    assert main(["published", "--model", "org/model", "--config", "mmlu", "--file", str(f), "--out", str(out)]) == 0
+    rows = [SampleResult(**{k: v for k, v in r.items() if k != "schema_version"}) for r in read_jsonl(out / "samples.jsonl")]
+    assert (out / "summary.csv").read_text() == summary_csv(summarize(rows))
+    s = read_summary(out)
+    assert list(s["setting"]) == ["zs_direct", "zs_cot"] and s["mean_tokens_out"].isna().all()
+    assert list(s["accuracy"]) == [round(2 / 3, 6), round(1 / 3, 6)] and list(s["context_overflow"]) == [0, 0]
 
 
 def test_published_bad_rows_are_named(tmp_path):

@@ -266,8 +266,7 @@ def test_judge_items_need_a_verdict():
     ex = Example("g/0", "biggen_bench", "q", "ref", "judge")
     pending = extract_answer("Step 1: think.\nFinal response: Hello there.", ex)
     assert pending == Extraction("Hello there.", "judge_pending")
-    assert not score(ex, pending)
-    assert score(ex, Extraction("4", "judge_score")) and not score(ex, Extraction("3", "judge_score"))
+    assert not score(ex, pending)  # a verdict itself is scored by the task's judge (tests/test_tasks.py)
     assert extract_answer("<think>never closed", ex).answer is None
 
 

@@ -197,15 +197,15 @@ def test_knocking_out_retrieval_heads_hurts_needles_more_than_random_heads(loade
 @pytest.mark.slow
 def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, monkeypatch):
     from cotbench.backends import transformers_local
-    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import make_backend
     from cotbench.pipeline.registry import resolve_model
 
     path, model, tok = loaded
     seen = []
     monkeypatch.setattr(transformers_local, "load_model", lambda p, *a: seen.append(str(p)) or (model, tok))
-    cfg = RunConfig(backend="transformers", intervention="knockout:0.0")
-    be = make_backend(resolve_model(cfg.model, cfg.backend), cfg)
+    cfg = build_config(None, {"backend": "transformers", "intervention": "knockout:0.0"})
+    be = make_backend(resolve_model(cfg.generation.model, cfg.generation.backend), cfg)
     assert seen == [str(path)] and be.name == "transformers"
     assert be.model_id == "smollm2-135m-instruct+ko1" and "+iv-" in be.revision
 
@@ -213,7 +213,7 @@ def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, 
 @pytest.mark.slow
 def test_backend_generates_and_the_intervention_changes_the_request_key(loaded, tmp_path):
     from cotbench.backends.transformers_local import TransformersBackend
-    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import run
 
     path, model, tok = loaded
@@ -226,9 +226,9 @@ def test_backend_generates_and_the_intervention_changes_the_request_key(loaded, 
                             for q, a in [("What is 2 + 3?", "5"), ("What is 10 - 4?", "6")]))
     keys = {}
     for name, be, iv in (("base", base, None), ("ko", ko, "knockout:3.1,10.4")):
-        cfg = RunConfig(backend="transformers", intervention=iv, dataset_file=str(data), answer_type="number",
-                        datasets=[], settings=["zs_direct"], out=str(tmp_path / name), progress=False,
-                        max_tokens_direct=8)
+        cfg = build_config(None, {"backend": "transformers", "intervention": iv, "dataset_file": str(data),
+                                  "answer_type": "number", "datasets": [], "settings": ["zs_direct"],
+                                  "out": str(tmp_path / name), "progress": False, "max_tokens_direct": 8})
         out = run(cfg, backend=be)
         rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(r["response"] for r in rows)

@@ -173,7 +173,7 @@ def test_batch_size_flag_reaches_the_backend(tmp_path):
 
     pytest.importorskip("llama_cpp")
     cfg = build_config(None, {"batch_size": 3, "out": str(tmp_path)})
-    backend = make_backend(resolve_model(cfg.model), cfg)
+    backend = make_backend(resolve_model(cfg.generation.model), cfg)
     try:
         assert backend.batch_size == 3 and backend.describe()["batch_size"] == 3
     finally:

@@ -531,3 +531,20 @@ def test_list_flags_take_spaces_and_commas_alike(capsys):
                          "--agg", *agg, "--format", "csv"]) == 0
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[1] and outs[0].startswith("category,n,mean,median")
+
+
+def test_run_import_reads_summary_through_the_one_reader(tmp_path):
+    """import-runs reads summary.csv with pipeline.summary.read_summary: an empty dataset cell is an error
+    naming its line (it used to become a row for dataset ''), and a model named "NA" stays "NA"."""
+    run = tmp_path / "r"
+    run.mkdir()
+    head = "model,dataset,group,setting,n,accuracy\n"
+    (run / "summary.csv").write_text(head + "NA,gsm8k,g,zs_direct,10,0.2\nNA,gsm8k,g,zs_cot,10,0.4\n")
+    rows, _ = importers.import_runs([run])
+    assert [(r["model"], r["direct_score"], r["cot_score"]) for r in rows] == [("NA", 20.0, 40.0)]
+    (run / "summary.csv").write_text(head + "m,gsm8k,g,zs_direct,10,0.2\nm,,g,zs_cot,10,0.4\n")
+    with pytest.raises(DataError, match=r"summary.csv: line 3: empty field 'dataset'"):
+        importers.import_runs([run])
+    (run / "summary.csv").write_text("model,dataset,setting,accuracy\nm,gsm8k,zs_cot,0.4\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['n'\]"):
+        importers.import_runs([run])

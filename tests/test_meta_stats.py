@@ -502,3 +502,26 @@ def test_cli_fit_other_modes(small, tmp_path):
         _run_cli(["fit", "--by", "nope", "--file", f])
     with pytest.raises(FileNotFoundError):
         _run_cli(["fit", "--file", str(tmp_path / "missing.csv")])
+
+
+def test_one_critical_value_for_every_interval():
+    """Model-based, cluster-robust and single-effect intervals use numerics.critical_value: z without df,
+    t with one df or one df per coefficient, at the level asked for (the single-effect row used to
+    hard-code the 95% z)."""
+    from scipy import stats
+
+    from cotbench.meta.cli_stats import _fit_one
+
+    assert numerics.critical_value(95) == pytest.approx(stats.norm.ppf(0.975))
+    assert numerics.critical_value(90, 7) == pytest.approx(stats.t.ppf(0.95, 7))
+    assert numerics.critical_value(95, 0) == numerics.critical_value(95)  # no residual df left: z, as metafor
+    np.testing.assert_allclose(numerics.critical_value(95, np.array([3.0, 9.0])), stats.t.ppf(0.975, [3, 9]))
+    one = pd.DataFrame({"yi": [2.0], "vi": [4.0], "paper_id": ["p"], "effect_id": ["e"]})
+    row, _ = _fit_one(one, True, "REML", False, level=90)
+    assert row["ci_ub"] == pytest.approx(2.0 + stats.norm.ppf(0.95) * 2.0)
+    yi, vi = np.array([0.1, 0.3, -0.2, 0.5, 0.05, 0.4]), np.full(6, 0.04)
+    fit = models.rma(yi, vi, method="REML")
+    rob = robust.robust(fit, [0, 0, 1, 1, 2, 2], type="CR1")
+    assert isinstance(rob, numerics.CoefficientTable) and isinstance(fit, numerics.CoefficientTable)
+    assert list(rob.to_frame().columns) == ["estimate", "se", "tval", "df", "pval", "ci_lb", "ci_ub"]
+    assert rob.ci_ub[0] == pytest.approx(rob.beta[0] + stats.t.ppf(0.975, rob.df[0]) * rob.se[0])

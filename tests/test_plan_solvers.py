@@ -4,6 +4,7 @@ real data), and the solver generators make the right calls when driven by script
 written here, so they run on a fresh clone)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -12,11 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
+from cotbench.pipeline.runner import RunOptions, make_solver
+from cotbench.pipeline.settings import get_setting
 from cotbench.records import Example, Response
 from cotbench.scoring.extract import extract_answer, number_equal, score
 from cotbench.solvers import plan as P
 from cotbench.solvers.base import Call, SolverOutput
 from cotbench.solvers.sandbox import Limits
+from cotbench.tasks import get_task
 from cotbench.tasks.base import DataError
 
 DATA = SHARED_DATA
@@ -55,6 +59,11 @@ def drive(gen, texts: list[str]) -> tuple[list[Call], SolverOutput]:
         raise AssertionError("solver asked for more calls than scripted")
     except StopIteration as stop:
         return calls, stop.value
+
+
+def solver(example: Example, setting: str, task=None):
+    """The runner's solver for a plan unit of the example's own task: its plan spec, budgets and labels."""
+    return make_solver(task or get_task(example.dataset), get_setting(setting), example, RunOptions("m"))
 
 
 def fenced(code: str) -> str:
@@ -251,9 +260,8 @@ def contexthub_example(rel: str, t: int, category: str, topic: str) -> Example:
                    gold=_CH_GOLD[tpl["answer"]])
 
 
-def _tool_solve(example: Example, plan_code: str, labels=None) -> SolverOutput:
-    task = type("T", (), {"name": example.dataset, "labels": labels, "max_tokens": {"direct": 16, "cot": 512}})()
-    calls, out = drive(P.plan_solver(example, "plan_tool", None, task), [fenced(plan_code)])
+def _tool_solve(example: Example, plan_code: str) -> SolverOutput:
+    calls, out = drive(solver(example, "plan_tool"), [fenced(plan_code)])
     assert len(calls) == 1 and calls[0].tag == "plan"
     return out
 
@@ -280,7 +288,7 @@ def test_folio_known_plans_give_gold(i):
     ex = folio_example(i)
     start, code = FOLIO_PLANS[i]
     assert ex.metadata["conclusion"].startswith(start)  # the plan is for this very row
-    out = _tool_solve(ex, code, labels=("True", "False", "Uncertain"))
+    out = _tool_solve(ex, code)
     assert out.extra["tool"]["status"] == "ok", out.extra["tool"]
     assert out.extraction.method == "tool_z3"
     assert out.extraction.answer == ex.gold, (out.extra["tool"]["answer"], ex.gold)
@@ -329,7 +337,7 @@ def test_exemplar_answers_cover_every_label():
 def test_plan_direct_makes_two_calls_and_returns_answer_text():
     ex = WRITTEN_GSM8K
     plan = GSM8K_PLANS[0]
-    calls, out = drive(P.plan_solver(ex, "plan_direct", {}, None), [fenced(plan), "The answer is 18."])
+    calls, out = drive(solver(ex, "plan_direct"), [fenced(plan), "The answer is 18."])
     assert [c.tag for c in calls] == ["plan", "answer"]
     n = len(P.load_plan_spec("plan_gsm8k")["exemplars"])
     for c in calls:
@@ -337,8 +345,8 @@ def test_plan_direct_makes_two_calls_and_returns_answer_text():
         assert [m["role"] for m in c.messages[:2]] == ["user", "assistant"]
         assert ex.question in c.messages[-1]["content"]
     assert "```python" in calls[0].messages[1]["content"] and "def solution" in calls[0].messages[1]["content"]
-    assert calls[0].max_tokens == 768
-    assert calls[1].max_tokens == 32  # the direct budget
+    assert calls[0].max_tokens == 768  # the plan spec's plan budget
+    assert calls[1].max_tokens == 32  # the task's direct budget
     assert plan.strip() in calls[1].messages[-1]["content"]  # the model's own plan is shown back
     assert calls[1].messages[1]["content"].startswith("The answer is ")
     assert out.text == "The answer is 18." and out.messages == calls[1].messages and out.extraction is None
@@ -349,9 +357,9 @@ def test_plan_direct_makes_two_calls_and_returns_answer_text():
 
 def test_plan_cot_asks_for_step_by_step_execution():
     ex = WRITTEN_FOLIO
-    task = type("T", (), {"name": "folio", "labels": ("True", "False", "Uncertain"), "max_tokens": {"cot": 600}})()
+    task = dataclasses.replace(get_task("folio"), max_tokens={"direct": 16, "cot": 600})
     code = FOLIO_PLANS[9][1]
-    calls, out = drive(P.plan_solver(ex, "plan_cot", None, task),
+    calls, out = drive(solver(ex, "plan_cot", task),
                        [fenced(code), "Premise 5 gives WildTurkey(tom) ... The answer is True."])
     assert calls[1].max_tokens == 600
     assert "step by step" in calls[1].messages[-1]["content"]
@@ -362,11 +370,11 @@ def test_plan_cot_asks_for_step_by_step_execution():
 
 def test_plan_call_is_identical_across_the_three_settings():
     ex = WRITTEN_CONTEXTHUB
-    firsts = [next(P.plan_solver(ex, s, None, None)) for s in P.PLAN_SETTINGS]
+    firsts = [next(solver(ex, s)) for s in P.PLAN_SETTINGS]
     assert firsts[0] == firsts[1] == firsts[2]  # same request key: generated once, shared via the store
     assert "(A) True" in firsts[0].messages[-1]["content"]
     assert "(C) N/A" in firsts[0].messages[0]["content"]  # exemplar turns show the options too
-    gen = P.plan_solver(ex, "plan_direct", None, None)
+    gen = solver(ex, "plan_direct")
     next(gen)
     answer_call = gen.send(Response(text=fenced(CONTEXTHUB_PLANS[0][5])))
     assert answer_call.messages[1]["content"] == "The answer is (A) True."  # exemplar answers as option letters
@@ -382,7 +390,7 @@ def test_plan_call_is_identical_across_the_three_settings():
 def test_failed_tool_runs_are_recorded_and_unparseable(monkeypatch, response, status, method):
     monkeypatch.setitem(P.TOOL_LIMITS, "python", Limits(wall_s=2, cpu_s=1))
     ex = WRITTEN_GSM8K
-    calls, out = drive(P.plan_solver(ex, "plan_tool", None, None), [response])
+    calls, out = drive(solver(ex, "plan_tool"), [response])
     assert len(calls) == 1
     assert out.extraction.answer is None and out.extraction.method == method
     assert out.extra["tool"]["status"] == status and out.extra["tool"]["mapped"] is None
@@ -436,14 +444,15 @@ def test_verdict_mapping_to_gold_formats():
 
 
 def test_dataset_support_and_errors(tmp_path):
-    assert all(P.supports_plan(d) for d in ("gsm8k", "gsm8k_hard", "folio", "contexthub/deductive_l1"))
-    assert not P.supports_plan("mmlu")
-    assert P.supports_plan(type("T", (), {"name": "contexthub/abductive_l2"})())  # a Task works too
-    ex = Example(id="m", dataset="mmlu", question="q", gold="A", answer_type="choice", choices=("x", "y"))
+    """Each task declares its plan prompt; a task without one has no plan spec."""
+    declared = {n: get_task(n).plan_prompt for n in ("gsm8k", "gsm8k_hard", "folio", "contexthub/abductive_l2")}
+    assert declared == {"gsm8k": "plan_gsm8k", "gsm8k_hard": "plan_gsm8k", "folio": "plan_folio",
+                        "contexthub/abductive_l2": "plan_contexthub"}
+    assert get_task("mmlu").plan_prompt is None
     with pytest.raises(ValueError, match="no plan prompt"):
-        next(P.plan_solver(ex, "plan_tool", {}, None))
+        P.plan_spec(get_task("mmlu"))
     with pytest.raises(ValueError, match="plan_solver handles"):
-        next(P.plan_solver(WRITTEN_GSM8K, "fs_cot", {}, None))
+        next(P.plan_solver(WRITTEN_GSM8K, "fs_cot", P.load_plan_spec("plan_gsm8k"), 768, 32))
     bad = tmp_path / "plan_bad.yaml"
     bad.write_text("tool: bash\nplan: x\n")
     with pytest.raises(DataError, match="plan_bad.yaml.*missing"):
@@ -455,8 +464,24 @@ def test_dataset_support_and_errors(tmp_path):
 def test_inline_plan_override_in_the_task_prompt():
     spec = P.load_plan_spec("plan_gsm8k")
     custom = dict(spec, exemplars=spec["exemplars"][:1])
-    calls = [next(P.plan_solver(WRITTEN_GSM8K, "plan_tool", {"plan": custom}, None))]
+    mine = P.resolve_plan_spec({"plan": custom}, "gsm8k", "plan_gsm8k")
+    calls = [next(P.plan_solver(WRITTEN_GSM8K, "plan_tool", mine, 768, 32))]
     assert len(calls[0].messages) == 3
+    assert P.resolve_plan_spec({"plan": "plan_folio"}, "gsm8k", "plan_gsm8k")["tool"] == "z3"  # by file name
+    assert P.resolve_plan_spec({}, "gsm8k", "plan_gsm8k") is spec
+
+
+@pytest.mark.parametrize("budgets, error", [
+    ({"answer": 100}, "unknown call kind 'answer'"),
+    ({"plan": 0}, "plan must be a positive integer"),
+    ({"plan_cot": "long"}, "plan_cot must be a positive integer"),
+    ([768], "must be a mapping"),
+])
+def test_plan_spec_budgets_are_checked(budgets, error):
+    """A plan spec's ``max_tokens`` names plan call kinds with positive budgets, or the spec is refused."""
+    spec = dict(P.load_plan_spec("plan_gsm8k"), max_tokens=budgets)
+    with pytest.raises(DataError, match=f"inline.*{error}"):
+        P.validate_plan_spec(spec, "inline")
 
 
 def test_real_task_examples_match_the_mapping():

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from cotbench.backends.table import TableBackend
 from cotbench.cli import main
 from cotbench.pipeline.config import build_config
@@ -99,7 +101,7 @@ def test_list_and_report_commands(capsys, tiny_data, tmp_path):
 
 
 def test_summary_accuracy_se_cost_and_chance_credit():
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
     from cotbench.records import SampleResult
 
     def row(correct, status="ok", tin=100, tout=10):
@@ -117,6 +119,28 @@ def test_summary_accuracy_se_cost_and_chance_credit():
     assert abs(line["cost_usd"] - (400 / 1e6 * 2.0 + 40 / 1e6 * 10.0)) < 1e-12
 
 
+def test_summary_leaves_unknown_token_counts_empty(tmp_path):
+    """Rows that report no token counts (imported published generations, servers without usage) get
+    empty token cells, not a mean of 0 tokens; a row without a count among others counts 0."""
+    from cotbench.pipeline.summary import summarize, summary_csv, summary_rows
+    from cotbench.records import SampleResult
+
+    def row(setting, tout):
+        return SampleResult(model="m", dataset="d", group="g", setting=setting, example_id="1", sample_index=0,
+                            key="k", messages=[], response="", extracted="A", extract_method="x", parse_status="ok",
+                            gold="A", correct=True, tokens_in=None, tokens_out=tout, latency_s=None,
+                            finish_reason=None)
+
+    lines = summarize([row("zs_direct", None), row("zs_cot", 10), row("zs_cot", None)], price_in=1.0, price_out=1.0)
+    unknown, known = lines
+    assert unknown["setting"] == "zs_direct" and unknown["mean_tokens_out"] is None and unknown["tokens_out"] is None
+    assert unknown["tokens_in"] is None and "cost_usd" not in unknown
+    assert known["mean_tokens_out"] == 5.0 and known["tokens_out"] == 10
+    (tmp_path / "summary.csv").write_text(summary_csv(lines))
+    back = summary_rows(tmp_path)
+    assert back[0]["mean_tokens_out"] is None and back[1]["mean_tokens_out"] == 5.0
+
+
 def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypatch, tiny_data, tmp_path, capsys):
     """`python -m cotbench run` with no arguments: hub first; offline, the local mirror, said out loud."""
     import cotbench.pipeline.harness as harness
@@ -125,8 +149,8 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
     seen = []
 
     def fake_run(cfg):
-        seen.append(cfg.data_dir)
-        if cfg.data_dir is None:
+        seen.append(cfg.reporting.data_dir)
+        if cfg.reporting.data_dir is None:
             raise HubUnavailable("gsm8k: cannot load openai/gsm8k from the Hugging Face hub")
         out = tmp_path / "run"
         out.mkdir(exist_ok=True)
@@ -148,7 +172,7 @@ def test_quick_suite_falls_back_to_local_mirror_when_hub_is_unreachable(monkeypa
 def test_samples_store_every_extractor_and_use_finish_reason(hf_data, tmp_path):
     """A CoT that ends in a bare number is complete when the backend says it stopped ("stop"): the default
     extractor reads it, the strict one (answer format only) does not; both verdicts are stored and summed."""
-    from cotbench.pipeline.runner import summarize
+    from cotbench.pipeline.summary import summarize
 
     task = get_task("gsm8k")
     exs = task.load(hf_data, limit=3)
@@ -187,3 +211,39 @@ def test_report_shows_strict_and_flexible_accuracy(tmp_path):
     con = Console(record=True, width=200)
     print_summary(tmp_path, con)
     assert "strict" not in next(line for line in con.export_text().splitlines() if "accuracy" in line)
+
+
+def test_token_budget_per_call_kind_task_then_run_override():
+    """Every call kind's budget comes from one resolver: the run's override for its kind, else the task's
+    (with the plan spec's own budgets for plan calls); a judge's budget is its task's alone."""
+    import dataclasses
+
+    from cotbench.pipeline.runner import token_budget
+    from cotbench.solvers.plan import plan_spec
+
+    gsm8k, biggen = get_task("gsm8k"), get_task("biggen_bench")
+    plan = plan_spec(gsm8k)["max_tokens"]
+    plain, over = RunOptions("m"), RunOptions("m", max_tokens_direct=7, max_tokens_cot=70)
+    want = {"direct": (32, 7), "cot": (768, 70), "plan": (plan["plan"], 70), "plan_direct": (32, 7),
+            "plan_cot": (768, 70)}
+    for kind, (own, overridden) in want.items():
+        assert token_budget(gsm8k, kind, plain, plan) == own == gsm8k.budget(kind, plan)
+        assert token_budget(gsm8k, kind, over, plan) == overridden
+    bare = dataclasses.replace(gsm8k, max_tokens={"direct": 5, "cot": 50})
+    assert [bare.budget(k) for k in ("plan", "plan_direct", "plan_cot")] == [768, 5, 50]  # no plan spec budgets
+    assert bare.budget("plan_cot", {"plan_cot": 99}) == 99
+    assert token_budget(biggen, "judge", over) == biggen.judge.max_tokens == 512
+    with pytest.raises(ValueError, match="no judge"):
+        gsm8k.budget("judge")
+    with pytest.raises(ValueError, match="unknown call kind"):
+        gsm8k.budget("answer")
+
+
+def test_plan_settings_only_for_tasks_that_declare_a_plan_prompt(tiny_data):
+    from cotbench.records import Example
+
+    opts = RunOptions("m")
+    ex = Example("x/0", "x", "What is 2 + 2?", "4", "number")
+    gsm8k, mmlu = get_task("gsm8k"), get_task("mmlu")
+    units = build_units({gsm8k: [ex], mmlu: mmlu.load(tiny_data, limit=1)}, ["plan_direct", "plan_tool"], opts)
+    assert [(u.task.name, u.setting.name) for u in units] == [("gsm8k", "plan_direct"), ("gsm8k", "plan_tool")]

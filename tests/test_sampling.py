@@ -117,7 +117,7 @@ def test_the_sample_is_part_of_the_run_identity_and_manifest(mixed_mmlu, tmp_pat
         cfg = build_config(None, {"datasets": ["mmlu"], "data_dir": str(mixed_mmlu), "sample": 6,
                                   "sample_seed": seed, "settings": ["zs_direct"], "progress": False,
                                   "cache": str(tmp_path / "s.sqlite")})
-        cfg.out = None
+        cfg.reporting.out = None
         outs.append(run(cfg, backend=backend))
     manifests = [json.loads((o / "manifest.json").read_text()) for o in outs]
     assert outs[0] == outs[1] and outs[0] != outs[2]
@@ -141,4 +141,4 @@ def test_quick_suite_uses_a_sample_not_the_first_items(monkeypatch, tmp_path):
 
     monkeypatch.setattr(harness, "run", fake_run)
     assert main(["run"]) == 0
-    assert seen[0].sample == 5 and seen[0].limit is None
+    assert seen[0].generation.sample == 5 and seen[0].generation.limit is None

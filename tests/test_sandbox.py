@@ -855,6 +855,17 @@ def test_z3_gives_up_within_its_own_timeout():
     assert out.duration_s < 10
 
 
+def test_z3_memory_is_told_by_its_error_code_not_its_message():
+    """z3 running out of memory is status "memory" because z3's error code says so; a plan that raises a
+    Z3Exception with the same words is an exception like any other (the message decides nothing)."""
+    oom = ("from z3 import *\nxs = [Int('x%d' % i) for i in range(100000)]\ns = Solver()\n"
+           "for i in range(len(xs) - 1):\n    s.add(xs[i] < xs[i + 1] * 3 + i)\n")
+    out = run_z3(oom, Limits(wall_s=30, cpu_s=20, memory_mb=200))
+    assert out.status == "memory", out
+    out = run_z3("from z3 import *\nraise Z3Exception('out of memory')\n", Limits(wall_s=10))
+    assert out.status == "exception" and "out of memory" in out.detail, out
+
+
 def test_z3_program_is_sandboxed_too(mode):
     if mode == "basic" and sandbox.sandbox_python() != os.path.realpath(sys.executable):
         pytest.skip("z3 is not importable by the substitute interpreter")

@@ -61,7 +61,7 @@ def test_yaml_and_flags_say_the_same(tmp_path):
     from_flags = build_config(None, {"model": "gpt-4o-mini", "datasets": ["gsm8k", "mmlu"],
                                      "settings": ["zs_direct", "zs_cot"], "limit": 3})
     assert from_yaml == from_flags and from_yaml.hash() == from_flags.hash()
-    assert build_config(str(y), {"limit": 7}).limit == 7  # flags win
+    assert build_config(str(y), {"limit": 7}).generation.limit == 7  # flags win
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -91,5 +91,6 @@ def test_whole_numbers_for_float_options_make_the_same_request(tmp_path):
     y = tmp_path / "run.yaml"
     y.write_text("temperature: 1\ntop_p: 1\n")
     from_yaml, from_flag = build_config(str(y), {}), build_config(None, {"temperature": 1.0})
-    assert from_yaml.temperature == 1.0 and isinstance(from_yaml.temperature, float)
+    t = from_yaml.generation.temperature
+    assert t == 1.0 and isinstance(t, float)
     assert from_yaml.hash() == from_flag.hash()

@@ -253,7 +253,31 @@ def test_biggen_judge_prompt_and_parse(examples):
     assert biggen.parse_judge("Overall score: 3/5") == 3
     assert biggen.parse_judge("[RESULT] 7") is None
     assert biggen.parse_judge("The response is weak.") is None
-    assert biggen.passed(4) and not biggen.passed(3) and not biggen.passed(None)
+    judge = get_task("biggen_bench").judge
+    assert judge is biggen.JUDGE and judge.messages is biggen.judge_messages and judge.parse is biggen.parse_judge
+    assert judge.passed(4) and judge.passed(5) and not judge.passed(3) and not judge.passed(None)
+
+
+def test_only_judged_tasks_have_a_judge_and_the_task_scores_its_verdicts():
+    """The task's judge is its scorer for verdicts; the answer-type scorer refuses a verdict rather than guess
+    a pass score, and a judge on a non-judge task (or none on a judge task) is refused at registration."""
+    import dataclasses
+
+    from cotbench.records import Example, Extraction
+    from cotbench.tasks.base import REGISTRY, register
+
+    assert [t.name for t in REGISTRY.values() if t.judge is not None] == ["biggen_bench"]
+    task = get_task("biggen_bench")
+    ex = Example("g/0", "biggen_bench", "q", "ref", "judge")
+    assert task.score(ex, Extraction("4", "judge_score")) and not task.score(ex, Extraction("3", "judge_score"))
+    assert not task.score(ex, Extraction(None, "judge_unparseable"))
+    assert not task.score(ex, Extraction("5", "judge_pending"))  # text the judge has not graded yet
+    with pytest.raises(ValueError, match="scored by its task's judge"):
+        score(ex, Extraction("4", "judge_score"))
+    with pytest.raises(ValueError, match="judge exactly when"):
+        register(dataclasses.replace(task, name="biggen_without_judge", judge=None))
+    with pytest.raises(ValueError, match="judge exactly when"):
+        register(dataclasses.replace(get_task("gsm8k"), name="gsm8k_judged", judge=task.judge))
 
 
 def test_musique_fixture(tmp_path):

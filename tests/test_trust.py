@@ -53,14 +53,21 @@ def test_default_store_is_shared_and_honours_xdg(own_store, tiny_data, tmp_path,
     assert default_store_path() == Path.home() / ".cache" / "cotbench" / "generations.sqlite"
 
 
+API = {"model": "openai:stub", "base_url": "http://127.0.0.1:9/v1"}  # backend knobs need a backend that takes them
+VLLM = {"model": "llama-3.1-8b-instruct"}
+
+
 @pytest.mark.parametrize("knob", [
-    {"price_in": 0.15, "price_out": 0.6}, {"chance_credit": True}, {"timeout": 7.5}, {"max_retries": 1},
-    {"concurrency": 2}, {"skip_missing": True}, {"data_dir": "RELATIVE"}, {"tensor_parallel_size": 2},
+    {"price_in": 0.15, "price_out": 0.6}, {"chance_credit": True}, API | {"timeout": 7.5},
+    API | {"max_retries": 1}, API | {"concurrency": 2}, {"skip_missing": True}, {"data_dir": "RELATIVE"},
+    VLLM | {"tensor_parallel_size": 2}, VLLM | {"backend_args": ["gpu_memory_utilization=0.5", "chunk_size=8"]},
+    {"batch_size": 2, "backend_args": ["n_threads=1"]},
 ], ids=lambda k: "-".join(k))
 def test_a_knob_that_changes_no_request_makes_no_call(knob, tiny_data, tmp_path, monkeypatch):
     """Same requests, same run: no call, and the same run directory (so the plain rerun resumes there)."""
     monkeypatch.chdir(tmp_path)
-    first = run(cfg_for(tiny_data), backend=TableBackend(answer))
+    model = {k: knob[k] for k in ("model", "base_url") if k in knob}
+    first = run(cfg_for(tiny_data, **model), backend=TableBackend(answer))
     if knob.get("data_dir") == "RELATIVE":
         knob = {"data_dir": os.path.relpath(tiny_data, tmp_path)}
     again = TableBackend(answer)
@@ -334,6 +341,7 @@ def test_duplicate_ids_in_a_dataset_file(tmp_path):
 def test_run_help_states_each_real_default_once(capsys):
     import re
 
+    from cotbench.backends.registry import flag_args
     from cotbench.cli import main
     from cotbench.pipeline.config import RunConfig
 
@@ -343,9 +351,11 @@ def test_run_help_states_each_real_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "None" not in text
     blocks = re.split(r" (?=--[a-z])", text.split("options:", 1)[1])
-    d = RunConfig()
-    for flag, value in (("--seed", d.seed), ("--samples", d.samples), ("--concurrency", d.concurrency),
-                        ("--max-retries", d.max_retries), ("--n-ctx", d.n_ctx), ("--timeout", f"{d.timeout:g}"),
+    d = RunConfig().generation
+    b = {name: a.default for name, a in flag_args().items()}
+    for flag, value in (("--seed", d.seed), ("--samples", d.samples), ("--concurrency", b["concurrency"]),
+                        ("--max-retries", b["max_retries"]), ("--n-ctx", b["n_ctx"]),
+                        ("--timeout", f"{b['timeout']:g}"), ("--batch-size", b["batch_size"]),
                         ("--temperature", d.temperature), ("--top-p", d.top_p)):
         block = next(b for b in blocks if b.startswith(flag + " "))
         assert block.count("default") == 1 and f"default: {value}" in block, block

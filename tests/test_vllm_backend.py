@@ -65,12 +65,12 @@ def test_max_model_len_is_capped_not_the_full_context(monkeypatch):
 
 
 def test_harness_passes_the_registry_context_as_a_ceiling(fake_vllm, monkeypatch):
-    from cotbench.pipeline.config import RunConfig
+    from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import make_backend
     from cotbench.pipeline.registry import resolve_model
 
     monkeypatch.setattr(vllm_offline, "hub_commit", lambda model_id, revision: COMMIT)
-    b = make_backend(resolve_model("llama-3.1-8b-instruct"), RunConfig(model="llama-3.1-8b-instruct"))
+    b = make_backend(resolve_model("llama-3.1-8b-instruct"), build_config(None, {"model": "llama-3.1-8b-instruct"}))
     assert b.engine_kw["max_model_len"] == vllm_offline.DEFAULT_MAX_MODEL_LEN  # not 131072
     assert b.engine_kw["revision"] == COMMIT and b.revision == COMMIT
 

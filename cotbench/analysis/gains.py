@@ -11,6 +11,8 @@ model's category gain is the mean of its dataset gains in that category.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -70,15 +72,21 @@ GAIN_COLUMNS = ["model", "dataset", "group", "shots", "n", "acc_direct", "acc_co
                 "ci_low", "ci_high", "n_cot_only", "n_direct_only"]
 
 
-def gains(df: pd.DataFrame, shots: tuple[str, ...] = ("zs", "fs"), pool: bool = False) -> pd.DataFrame:
-    """Per model × dataset × shots gain table (rows only where both settings exist)."""
+def comparisons(df: pd.DataFrame, shots: tuple[str, ...], pool: bool = False
+                ) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """((model, dataset, shots), paired items) for each direct-vs-CoT comparison, in a fixed order: what
+    every per-comparison table (gains, significance) iterates over. ``pool`` pools sub-tasks first."""
     if pool:
         df = pool_families(df)
     pairs = pair_shots(df, shots)
-    rows = []
     if len(pairs):
-        for (model, dataset, s), p in pairs.groupby(["model", "dataset", "shots"], sort=True):
-            rows.append({"model": model, "dataset": dataset, "group": p["group"].iloc[0], "shots": s, **_summarise(p)})
+        yield from pairs.groupby(["model", "dataset", "shots"], sort=True)
+
+
+def gains(df: pd.DataFrame, shots: tuple[str, ...] = ("zs", "fs"), pool: bool = False) -> pd.DataFrame:
+    """Per model × dataset × shots gain table (rows only where both settings exist)."""
+    rows = [{"model": model, "dataset": dataset, "group": p["group"].iloc[0], "shots": s, **_summarise(p)}
+            for (model, dataset, s), p in comparisons(df, shots, pool)]
     out = pd.DataFrame(rows, columns=GAIN_COLUMNS)
     return order_rows(out)
 

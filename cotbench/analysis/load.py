@@ -12,7 +12,6 @@ a newer cotbench (a higher ``schema_version``) are refused rather than misread.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,7 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from cotbench.pipeline.summary import read_summary
-from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl
+from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl, read_json
 
 SAMPLE_FIELDS = [f.name for f in dataclasses.fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")
@@ -44,6 +43,9 @@ _HINTS = typing.get_type_hints(SampleResult)
 DEFAULTS: dict[str, Any] = {f.name: _absent_value(f, _HINTS[f.name]) for f in dataclasses.fields(SampleResult)
                             if f.name not in REQUIRED}
 ID_COLS = ["model", "dataset", "setting", "example_id", "sample_index"]
+# optional counts and measurements (tokens_in, tokens_out, latency_s): float columns, NaN where unknown
+NUMBER_COLS = [name for name, hint in _HINTS.items()
+               if set(typing.get_args(hint)) in ({int, type(None)}, {float, type(None)})]
 
 
 def _coerce_bool(v: Any, where: str) -> bool:
@@ -149,7 +151,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols = [c for c in SAMPLE_FIELDS if not rows or c in rows[0]]
     df = pd.DataFrame(rows, columns=cols)
     df["correct"] = df["correct"].astype(bool)
-    for c in ("tokens_in", "tokens_out", "latency_s"):
+    for c in NUMBER_COLS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
 
@@ -158,10 +160,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / "manifest.json"
     if not p.is_file():
         raise DataError(f"{p}: no such file")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    obj = read_json(p)
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a JSON object")
     check_schema(obj, str(p))

@@ -28,8 +28,8 @@ import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from cotbench.analysis.gains import order_rows, pool_families
-from cotbench.analysis.paired import dataset_family, pair_shots
+from cotbench.analysis.gains import comparisons, order_rows
+from cotbench.analysis.paired import dataset_family
 
 STUDY_FAMILY_GROUPS = ("commonsense", "knowledge", "soft_reasoning")
 
@@ -100,23 +100,19 @@ def significance(df: pd.DataFrame, shots: tuple[str, ...] = ("zs", "fs"), family
     """
     if test not in ("mcnemar", "bootstrap"):
         raise ValueError(f"unknown test {test!r}; choose mcnemar or bootstrap")
-    if pool:
-        df = pool_families(df)
-    pairs = pair_shots(df, shots)
     rows = []
-    if len(pairs):
-        for (model, dataset, s), p in pairs.groupby(["model", "dataset", "shots"], sort=True):
-            base, treat = p["correct_base"].to_numpy(), p["correct_treat"].to_numpy()
-            bt = paired_bootstrap(base, treat, n_boot, comparison_seed(seed, model, dataset, s), alpha)
-            b, c, pm = mcnemar_exact(base, treat)
-            group = p["group"].iloc[0]
-            rows.append({
-                "model": model, "dataset": dataset, "group": group, "shots": s, "n": len(p),
-                "acc_direct": base.mean(), "acc_cot": treat.mean(), "diff": bt["diff"],
-                "boot_ci_low": bt["ci_low"], "boot_ci_high": bt["ci_high"], "p_bootstrap": bt["p"],
-                "n_cot_only": b, "n_direct_only": c, "p_mcnemar": pm,
-                "in_family": in_family(dataset, group, family),
-            })
+    for (model, dataset, s), p in comparisons(df, shots, pool):
+        base, treat = p["correct_base"].to_numpy(), p["correct_treat"].to_numpy()
+        bt = paired_bootstrap(base, treat, n_boot, comparison_seed(seed, model, dataset, s), alpha)
+        b, c, pm = mcnemar_exact(base, treat)
+        group = p["group"].iloc[0]
+        rows.append({
+            "model": model, "dataset": dataset, "group": group, "shots": s, "n": len(p),
+            "acc_direct": base.mean(), "acc_cot": treat.mean(), "diff": bt["diff"],
+            "boot_ci_low": bt["ci_low"], "boot_ci_high": bt["ci_high"], "p_bootstrap": bt["p"],
+            "n_cot_only": b, "n_direct_only": c, "p_mcnemar": pm,
+            "in_family": in_family(dataset, group, family),
+        })
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["p_bonferroni"] = np.nan
     out["p_holm"] = np.nan

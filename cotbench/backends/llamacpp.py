@@ -119,3 +119,11 @@ class LlamaCppBackend:
         engine, self._engine = getattr(self, "_engine", None), None
         if engine is not None:
             engine.close()
+
+
+def from_spec(spec, ctx, *, n_ctx: int, batch_size: int, n_threads: int | None) -> LlamaCppBackend:
+    """The registry's factory (:mod:`cotbench.backends.registry`)."""
+    from cotbench.pipeline.registry import key_name, model_path
+
+    return LlamaCppBackend(model_path(spec), model_id=key_name(spec), n_ctx=n_ctx, seed=ctx.seed,
+                           batch_size=batch_size, n_threads=n_threads)

@@ -41,6 +41,15 @@ NAMED_FORMATS = {"chatml": "format_chatml", "mistral-instruct": "format_mistral_
                  "llama-3": "format_llama3", "llama-2": "format_llama2"}
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: ``taskset``, cgroup cpusets), not the machine's
+    count: llama.cpp threads beyond them only wait at every barrier for a core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _pad(n: int, to: int) -> int:
     return -(-n // to) * to
 
@@ -133,7 +142,7 @@ class BatchedEngine:
             raise BackendError(f"llama.cpp could not load the model file {model_path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_ctx = _pad(n_ctx, KV_PAD)  # what Llama's context ends up with (llama_n_ctx), used for its checks
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads or usable_cpus()
         self.prefill_chunk = min(n_ctx, PREFILL_CHUNK)  # Llama: n_batch = min(n_ctx as asked, 512)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.bos = llama_cpp.llama_vocab_bos(self._vocab)

@@ -272,3 +272,10 @@ class OpenAIBackend:
 
     def close(self) -> None:
         pass
+
+
+def from_spec(spec, ctx, *, concurrency: int, timeout: float, max_retries: int) -> OpenAIBackend:
+    """The registry's factory (:mod:`cotbench.backends.registry`)."""
+    return OpenAIBackend(spec.model_id, base_url=spec.base_url, api_key_env=spec.api_key_env,
+                         concurrency=concurrency, timeout_s=timeout, max_retries=max_retries,
+                         revision=spec.revision or "", allow_prefill=spec.prefill)

@@ -502,8 +502,10 @@ def batch_prices(discount: float | None, price_in: float | None, price_out: floa
     return (None if price_in is None else price_in * discount, None if price_out is None else price_out * discount)
 
 
-def make_batch_backend(spec: Any, cfg: Any, store_path: str | Path) -> OpenAIBatchBackend:
-    """The batch backend for a resolved model spec and run config (``--batch-api``)."""
+def make_batch_backend(spec: Any, store_path: str | Path, *, timeout: float, max_retries: int, wait: bool,
+                       poll_s: float) -> OpenAIBatchBackend:
+    """The batch backend for a resolved model spec (``--batch-api``): ``timeout`` and ``max_retries`` are the
+    openai backend's arguments (:mod:`cotbench.backends.registry`), ``wait`` and ``poll_s`` the run's."""
     from cotbench.pipeline.registry import ANTHROPIC_URL
 
     if spec.backend != "openai":
@@ -514,6 +516,6 @@ def make_batch_backend(spec: Any, cfg: Any, store_path: str | Path) -> OpenAIBat
                          f"which has no batch routes; Anthropic's Message Batches API is not supported yet "
                          f"(run without --batch-api)")
     return OpenAIBatchBackend(spec.model_id, store_path, base_url=spec.base_url, api_key_env=spec.api_key_env,
-                              revision=spec.revision or "", allow_prefill=spec.prefill, wait=cfg.wait,
-                              poll_s=cfg.batch_poll, max_attempts=max(1, cfg.max_retries), timeout_s=cfg.timeout,
+                              revision=spec.revision or "", allow_prefill=spec.prefill, wait=wait,
+                              poll_s=poll_s, max_attempts=max(1, max_retries), timeout_s=timeout,
                               discount=getattr(spec, "batch_discount", None))

@@ -203,8 +203,8 @@ def check_loadable(model_id: str, vllm_version: str, trust_remote_code: bool) ->
     if limit.last_vllm and _version_tuple(vllm_version) > _version_tuple(limit.last_vllm):
         raise BackendError(f"{model_id}: {limit.why}; the installed vLLM is {vllm_version}. {limit.instead}")
     if limit.trust_remote_code and not trust_remote_code:
-        raise BackendError(f"{model_id}: needs trust_remote_code=True, which the cotbench CLI never passes. "
-                           f"{limit.instead}")
+        raise BackendError(f"{model_id}: needs trust_remote_code=True (-B trust_remote_code=true runs the model "
+                           f"repository's own code). {limit.instead}")
 
 
 # -- model revision for the request key -------------------------------------------------------------------
@@ -616,3 +616,17 @@ class VLLMBackend:
             _ENGINES.pop(self._key, None)
             engine.close()
         self._engine = None
+
+
+def from_spec(spec, ctx, *, tensor_parallel_size: int, data_parallel_size: int, pipeline_parallel_size: int,
+              distributed_executor_backend: str | None, max_model_len: int | None, trust_remote_code: bool,
+              dtype: str, gpu_memory_utilization: float, chunk_size: int) -> VLLMBackend:
+    """The registry's factory (:mod:`cotbench.backends.registry`); the registry's context length is the
+    engine context's ceiling when ``max_model_len`` is not given."""
+    return VLLMBackend(spec.model_id, revision=spec.revision, tensor_parallel_size=tensor_parallel_size,
+                       data_parallel_size=data_parallel_size, seed=ctx.seed,
+                       pipeline_parallel_size=pipeline_parallel_size,
+                       distributed_executor_backend=distributed_executor_backend,
+                       max_model_len=max_model_len, model_context=spec.context_length or None,
+                       trust_remote_code=trust_remote_code, dtype=dtype,
+                       gpu_memory_utilization=gpu_memory_utilization, chunk_size=chunk_size)

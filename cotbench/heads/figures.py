@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cotbench.figures.style import figure_style, plt, save
+from cotbench.pipeline.summary import read_summary
 
 
 def heatmap(scores: np.ndarray, path: str | Path, title: str, marked=(), cbar: str = "retrieval score") -> Path:
@@ -54,12 +55,7 @@ def lofit_heatmap(lofit_file: str | Path, out: Path) -> Path:
 
 def before_after(run_dirs: list[str | Path], out: Path) -> Path | None:
     """Accuracy (± 1 SE) per dataset x setting, one bar per model variant (base, +knockout, +LoFiT)."""
-    frames = []
-    for d in run_dirs:
-        p = Path(d) / "summary.csv"
-        if not p.is_file():
-            raise ValueError(f"{d}: no summary.csv (not a finished run directory)")
-        frames.append(pd.read_csv(p))
+    frames = [read_summary(d) for d in run_dirs]
     if not frames:
         return None
     df = pd.concat(frames, ignore_index=True)

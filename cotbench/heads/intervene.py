@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from cotbench.records import read_json
+
 Head = tuple[int, int]  # (layer, head)
 
 
@@ -145,11 +147,9 @@ def load_offsets(path: str | Path, n_layers: int, n_heads: int, head_dim: int) -
     """Read a LoFiT file (JSON written by :func:`cotbench.heads.lofit.save`) and check it fits the model."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = read_json(p)
     except FileNotFoundError:
         raise ValueError(f"LoFiT file not found: {p}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("offsets"), dict):
         raise ValueError(f"{p}: expected an object with an 'offsets' mapping LAYER.HEAD -> list of floats")
     out = {}

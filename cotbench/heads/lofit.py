@@ -215,11 +215,11 @@ def save(result: LofitResult, path: str | Path, meta: dict[str, Any]) -> None:
             "losses_select": [round(x, 5) for x in result.losses_select],
             "losses_offset": [round(x, 5) for x in result.losses_offset],
             "select_norms": [[round(x, 6) for x in row] for row in result.select_norms], **meta}
+    from cotbench.records import atomic_write
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    atomic_write(p, json.dumps(data, indent=1) + "\n")
 
 
 def lora_params(model, rank: int = 8, targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> int:

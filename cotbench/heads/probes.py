@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 from cotbench.records import Message
 
@@ -117,8 +116,3 @@ def probes_to_jsonl(probes: list[Probe]) -> str:
         lines.append(json.dumps({"id": p.id, "question": question, "answer": p.answer},
                                 ensure_ascii=False))
     return "\n".join(lines) + "\n"
-
-
-def write_probes(probes: list[Probe], path: str | Path) -> None:
-    Path(path).write_text("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in probes),
-                          encoding="utf-8")

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from cotbench.meta.models import RmaResult, rma
-from cotbench.meta.numerics import check_yv
+from cotbench.meta.numerics import check_yv, critical_value
 
 __all__ = ["egger_test", "EggerResult", "trimfill", "TrimFillResult", "leave_one_out", "funnel_data",
            "EGGER_MODELS", "TRIMFILL_ESTIMATORS"]
@@ -180,7 +180,7 @@ def funnel_data(yi, vi, estimate: float, level: float = 95):
 
     y, v = check_yv(yi, vi)
     sei = np.sqrt(v)
-    z = stats.norm.ppf(1 - (1 - level / 100) / 2)
+    z = critical_value(level)
     se_grid = np.linspace(0, sei.max() * 1.05 if sei.size else 1.0, 50)
     points = pd.DataFrame({"yi": y, "sei": sei})
     region = pd.DataFrame({"sei": se_grid, "lo": estimate - z * se_grid, "hi": estimate + z * se_grid})

@@ -137,6 +137,14 @@ def _write_report(rep, path: str | None) -> None:
         Path(path).write_text(text + "\n", encoding="utf-8")
 
 
+def _write_import(rows, rep, args) -> int:
+    """What both importers end with: the rows as an effects table, the report, where to check them."""
+    db.write_table(args.out, ALL_COLUMNS, rows)
+    _write_report(rep, args.report)
+    print(f"wrote {len(rows)} rows to {args.out}; check with: cotbench meta validate {args.out}")
+    return 0
+
+
 def cmd_import_sheet(args) -> int:
     from cotbench.meta import importers
     cmap = None
@@ -147,10 +155,7 @@ def cmd_import_sheet(args) -> int:
         cmap = {r["Dataset"].strip(): r["Category"].strip() for _, r in t.rows}
     rows, rep = importers.import_study_sheet(args.source, venue=args.venue, shots=args.shots, metric=args.metric,
                                              scale=args.scale, source_url=args.source_url, category_map=cmap)
-    db.write_table(args.out, ALL_COLUMNS, rows)
-    _write_report(rep, args.report)
-    print(f"wrote {len(rows)} rows to {args.out}; check with: cotbench meta validate {args.out}")
-    return 0
+    return _write_import(rows, rep, args)
 
 
 def cmd_import_runs(args) -> int:
@@ -162,10 +167,7 @@ def cmd_import_runs(args) -> int:
         k, v = item.split("=", 1)
         over[k] = v
     rows, rep = importers.import_runs(args.runs, category_overrides=over)
-    db.write_table(args.out, ALL_COLUMNS, rows)
-    _write_report(rep, args.report)
-    print(f"wrote {len(rows)} rows to {args.out}; check with: cotbench meta validate {args.out}")
-    return 0
+    return _write_import(rows, rep, args)
 
 
 def cmd_merge(args) -> int:

@@ -53,12 +53,13 @@ def _fit_model(d, multilevel: bool, method: str, knha: bool = False, mods: str |
 def _fit_one(d, multilevel: bool, method: str, knha: bool, level: float = 95):
     """Fit one pooled model to rows ``d`` (columns yi, vi, paper_id, effect_id); returns a dict row."""
     from cotbench.meta.models import robust
+    from cotbench.meta.numerics import critical_value
 
     k, papers = len(d), int(d["paper_id"].nunique())
     row: dict[str, Any] = {"k": k, "papers": papers}
     if k == 1:
         se = math.sqrt(float(d["vi"].iloc[0]))
-        z = 1.959963984540054
+        z = critical_value(level)
         y = float(d["yi"].iloc[0])
         row.update(estimate=y, se=se, ci_lb=y - z * se, ci_ub=y + z * se, pi_lb=float("nan"), pi_ub=float("nan"),
                    model="single effect")

@@ -41,6 +41,7 @@ __all__ = [
     "validate_effects", "validate_screening", "cross_check", "validate", "load", "to_frame", "query",
     "AGGREGATES", "GROUP_COLUMNS", "MergeReport", "merge_effects", "merge_screening", "DELTA_TOL",
     "CategoryMap", "default_categories_path", "read_category_map", "validate_category_map", "without_pooled",
+    "parse_number",
 ]
 
 DELTA_TOL = 0.01
@@ -151,33 +152,29 @@ def write_table(path: str | os.PathLike, header: Sequence[str], rows: Iterable[d
     w.writeheader()
     for r in rows:
         w.writerow({k: "" if r.get(k) is None else r.get(k) for k in header})
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(p)
+    from cotbench.records import atomic_write
+
+    atomic_write(p, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------ cell parsers
 
-def _num(s: str) -> float | None:
+def parse_number(s: str) -> float | None:
+    """A CSV cell as a number: None when empty, NaN when it is not a number (callers say which)."""
     s = s.strip()
     if not s:
         return None
     try:
-        v = float(s)
+        return float(s)
     except ValueError:
         return math.nan
-    return v
 
 
 def _int(s: str) -> int | None | str:
     """An int, None for empty, or the string 'bad' when not an integer."""
-    s = s.strip()
-    if not s:
+    f = parse_number(s)
+    if f is None:
         return None
-    try:
-        f = float(s)
-    except ValueError:
-        return "bad"
     if not math.isfinite(f) or f != int(f):
         return "bad"
     return int(f)
@@ -376,7 +373,7 @@ def validate_effects(table: Table, categories: CategoryMap | None = None, *, sta
             err("n_items", f"{v['n_items']!r} is not a positive integer")
         scores = {}
         for col in ("cot_score", "direct_score", "delta"):
-            x = _num(v[col])
+            x = parse_number(v[col])
             if x is None:
                 err(col, "is empty")
             elif math.isnan(x) or not math.isfinite(x):

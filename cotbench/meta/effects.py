@@ -36,7 +36,6 @@ __all__ = [
     "raw_difference",
     "log_odds_ratio",
     "log_risk_ratio",
-    "as_yi_vi",
     "effects_table",
 ]
 
@@ -89,21 +88,20 @@ def raw_difference(
     return yi, v * 1e4
 
 
+def _other_cell(given, name: str, total, total_name: str, first: np.ndarray) -> np.ndarray:
+    """A row's second cell: given, or its row total minus the first cell."""
+    if given is not None:
+        return _arr(given, name)
+    if total is None:
+        raise ValueError(f"give either {name} or {total_name}")
+    return _arr(total, total_name) - first
+
+
 def _two_by_two(ai, bi, ci, di, n1i, n2i):
     a = _arr(ai, "ai")
     c = _arr(ci, "ci")
-    if bi is None:
-        if n1i is None:
-            raise ValueError("give either bi or n1i")
-        b = _arr(n1i, "n1i") - a
-    else:
-        b = _arr(bi, "bi")
-    if di is None:
-        if n2i is None:
-            raise ValueError("give either di or n2i")
-        d = _arr(n2i, "n2i") - c
-    else:
-        d = _arr(di, "di")
+    b = _other_cell(bi, "bi", n1i, "n1i", a)
+    d = _other_cell(di, "di", n2i, "n2i", c)
     cells = np.vstack([a, b, c, d])
     if np.any(cells < 0):
         col = int(np.flatnonzero((cells < 0).any(axis=0))[0])
@@ -139,20 +137,6 @@ def log_risk_ratio(ai, ci, bi=None, di=None, n1i=None, n2i=None, add: float = 0.
     yi = np.log(a / n1) - np.log(c / n2)
     vi = 1 / a - 1 / n1 + 1 / c - 1 / n2
     return yi, vi
-
-
-def as_yi_vi(yi, vi=None, sei=None) -> tuple[np.ndarray, np.ndarray]:
-    """Generic input: effect estimates with variances (or standard errors)."""
-    y = _arr(yi, "yi")
-    if (vi is None) == (sei is None):
-        raise ValueError("give exactly one of vi (sampling variances) or sei (standard errors)")
-    v = _arr(vi, "vi") if vi is not None else _arr(sei, "sei") ** 2
-    if v.shape != y.shape:
-        raise ValueError(f"yi has {y.size} values but the variances have {v.size}")
-    bad = np.flatnonzero(np.isfinite(v) & (v < 0))
-    if bad.size:
-        raise ValueError(f"sampling variance of row {int(bad[0])} is negative ({v[bad[0]]})")
-    return y, v
 
 
 def effects_table(df, rho: float = 0.0, missing_n: str = "impute"):

@@ -11,7 +11,6 @@ Both return ``(rows, ImportReport)``; rows are dicts over ``ALL_COLUMNS`` ready 
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import urllib.request
@@ -21,8 +20,11 @@ from typing import Iterable
 
 import pandas as pd
 
+from cotbench.analysis.load import read_manifest
+from cotbench.meta.db import parse_number
 from cotbench.meta.schema import ALL_COLUMNS, CATEGORIES, STUDY_SHEET_URL, category_id
-from cotbench.records import DataError, check_schema
+from cotbench.pipeline.summary import read_summary
+from cotbench.records import DataError
 
 __all__ = ["ImportReport", "import_study_sheet", "import_runs", "dataset_category", "DATASET_CATEGORY",
            "BBH_CATEGORY", "read_sheet", "paper_id_from_link"]
@@ -100,13 +102,8 @@ def read_sheet(src: str | Path) -> tuple[pd.DataFrame, str]:
 
 
 def _pct(cell: str) -> float | None:
-    c = (cell or "").strip().rstrip("%").strip()
-    if not c:
-        return None
-    try:
-        return float(c)
-    except ValueError:
-        return math.nan
+    """A score cell, "%" allowed: None when empty, NaN when not a number."""
+    return parse_number((cell or "").strip().rstrip("%"))
 
 
 def _shots(cell: str) -> str | None:
@@ -296,17 +293,11 @@ _PAIRS = (("zero", "zs_direct", "zs_cot"), ("few", "fs_direct", "fs_cot"))
 SUMMARY_REQUIRED = ("model", "dataset", "setting", "n", "accuracy")
 
 
-def _manifest(run: Path) -> dict:
-    p = run / "manifest.json"
-    if not p.exists():
-        return {}
-    try:
-        man = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{p}: unreadable manifest ({e})") from None
-    if isinstance(man, dict):
-        check_schema(man, str(p))
-    return man
+def _cell(v) -> float | None:
+    """A summary.csv number: None when the cell is empty, NaN when it is not a number."""
+    if isinstance(v, str):
+        return _pct(v)
+    return None if pd.isna(v) else float(v)
 
 
 def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str, str] | None = None
@@ -325,13 +316,8 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
     rows: list[dict] = []
     for run in dirs:
         summ = run / "summary.csv"
-        if not summ.exists():
-            raise FileNotFoundError(f"{summ}: no such file (is {run} a cotbench run directory?)")
-        df = pd.read_csv(summ, dtype=str, keep_default_na=False)
-        missing = [c for c in SUMMARY_REQUIRED if c not in df.columns]
-        if missing:
-            raise DataError(f"{summ}: lacks column(s) {', '.join(missing)}")
-        man = _manifest(run)
+        df = read_summary(run, required=SUMMARY_REQUIRED)
+        man = read_manifest(run) if (run / "manifest.json").is_file() else {}
         cfg = man.get("config", {}) if isinstance(man.get("config"), dict) else {}
         k_cfg = cfg.get("fewshot_k")
         year = str(man.get("started_iso", ""))[:4]
@@ -356,7 +342,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
                     continue
                 used |= {i, j}
                 where = f"{summ}:{lines[j]}+{lines[i]}"
-                d_acc, c_acc = _pct(df.at[j, "accuracy"]), _pct(df.at[i, "accuracy"])
+                d_acc, c_acc = _cell(df.at[j, "accuracy"]), _cell(df.at[i, "accuracy"])
                 if d_acc is None or c_acc is None or math.isnan(d_acc) or math.isnan(c_acc):
                     rep.drop(where, f"{model} {dataset}: accuracy missing or not a number")
                     continue
@@ -367,7 +353,7 @@ def import_runs(run_dirs: Iterable[str | Path], *, category_overrides: dict[str,
                 if cat is None:
                     rep.drop(where, f"no category for dataset {dataset!r} (add --map {dataset}=CATEGORY)")
                     continue
-                nd, nc = _pct(df.at[j, "n"]), _pct(df.at[i, "n"])
+                nd, nc = _cell(df.at[j, "n"]), _cell(df.at[i, "n"])
                 notes = [f"{d_set} vs {c_set} from summary.csv"]
                 n_items: int | str = ""
                 if nd and nc and not (math.isnan(nd) or math.isnan(nc)):

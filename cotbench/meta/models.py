@@ -107,7 +107,7 @@ class RmaResult(Coefficients):
         return idx_list, Phi, linalg.inv((self.X.T * w) @ self.X)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "model": "rma",
             "method": self.method,
             "test": self.test,
@@ -120,12 +120,8 @@ class RmaResult(Coefficients):
             "QE": self.QE,
             "QE_df": self.QE_df,
             "QE_p": self.QE_p,
+            **self._tests_dict(R2=self.R2),
         }
-        if self.QM is not None:
-            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p, R2=self.R2)
-        if self.p == 1:
-            out["prediction"] = self.predict()
-        return out
 
     def summary(self) -> str:
         """Text in the layout of metafor's print.rma.uni."""

@@ -62,18 +62,17 @@ class _Blocks:
         ]
 
     def inverses(self, theta):
+        """Each block's inverse and the log-determinant of M (Cholesky)."""
         out = []
         logdet = 0.0
-        for idx, Gs in zip(self.index, self.G):
-            M = np.diag(self.v[idx]).copy()
-            for t, G in zip(theta, Gs):
-                M += t * G
+        for M in self.matrices(theta):
             c = linalg.cho_factor(M, lower=True)
             logdet += 2 * float(np.sum(np.log(np.diag(c[0]))))
-            out.append(linalg.cho_solve(c, np.eye(idx.size)))
+            out.append(linalg.cho_solve(c, np.eye(M.shape[0])))
         return out, logdet
 
     def matrices(self, theta):
+        """The blocks of M for variance components ``theta``."""
         Ms = []
         for idx, Gs in zip(self.index, self.G):
             M = np.diag(self.v[idx]).copy()
@@ -251,18 +250,14 @@ class MvResult(Coefficients):
         return Bc.index, Bc.matrices(np.concatenate([[0.0], self.sigma2])), self.vb
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        return {
             "model": "rma_mv", "method": self.method, "test": self.test, "k": self.k,
             "random": self.factors, "nlvls": self.nlvls,
             "sigma2": dict(zip(self.sigma2_names, map(float, self.sigma2))),
             "coefficients": self.to_frame().reset_index().to_dict(orient="records"),
             "logLik": self.logLik, "QE": self.QE, "QE_df": self.QE_df, "QE_p": self.QE_p,
+            **self._tests_dict(),
         }
-        if self.QM is not None:
-            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p)
-        if self.p == 1:
-            out["prediction"] = self.predict()
-        return out
 
     def summary(self) -> str:
         import pandas as pd

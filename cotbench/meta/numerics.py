@@ -16,7 +16,8 @@ import numpy as np
 from scipy import linalg, optimize, stats
 
 __all__ = ["METHODS", "LOG2PI", "design_matrix", "check_yv", "factor_codes", "single_thread", "wls", "qgen",
-           "trace_p", "ll_dropped", "proj", "tau2_estimate", "qprofile", "Coefficients"]
+           "trace_p", "ll_dropped", "proj", "tau2_estimate", "qprofile", "critical_value", "CoefficientTable",
+           "Coefficients"]
 
 METHODS = ("FE", "EE", "DL", "HE", "SJ", "PM", "ML", "REML")
 LOG2PI = math.log(2 * math.pi)
@@ -336,8 +337,74 @@ def _coef_table(names, b, se, stat, pval, lb, ub, statname) -> str:
     return df.to_string()
 
 
+def critical_value(level: float, df: Any = None) -> Any:
+    """Two-sided critical value of a ``level``% interval: Student t with ``df`` degrees of freedom where
+    ``df`` is set (one number, or an array with one per coefficient), the normal otherwise (``df`` None
+    or 0, as metafor falls back to z tests when no residual df is left). A float, or an array for array df."""
+    q = 1 - (1 - level / 100) / 2
+    if _uses_t(df):
+        c = stats.t.ppf(q, df)
+        return float(c) if np.ndim(c) == 0 else c
+    return float(stats.norm.ppf(q))
+
+
+def _uses_t(df: Any) -> bool:
+    return df is not None and (np.ndim(df) > 0 or bool(df))
+
+
+class CoefficientTable:
+    """The inference every coefficient table shares, model-based or cluster-robust: standard errors
+    from ``vb``, the test statistic, two-sided p-values and ``level``% confidence intervals, with t
+    tests on ``df`` (a number or one per coefficient) where it is set and z tests otherwise.
+
+    Subclasses provide ``beta``, ``vb``, ``level``, ``coef_names`` and ``df``. One implementation so
+    that model-based (:class:`Coefficients`) and cluster-robust (``robust.RobustResult``) tables
+    compute and print their intervals the same way.
+    """
+
+    _df_column: ClassVar[bool] = False  # to_frame shows a df column (per-coefficient Satterthwaite df)
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vb))
+
+    def _crit(self) -> Any:
+        return critical_value(self.level, self.df)
+
+    @property
+    def stat(self) -> np.ndarray:
+        return self.beta / self.se
+
+    @property
+    def _stat_name(self) -> str:
+        return "tval" if _uses_t(self.df) else "zval"
+
+    @property
+    def pval(self) -> np.ndarray:
+        s = np.abs(self.stat)
+        return 2 * (stats.t.sf(s, self.df) if _uses_t(self.df) else stats.norm.sf(s))
+
+    @property
+    def ci_lb(self) -> np.ndarray:
+        return self.beta - self._crit() * self.se
+
+    @property
+    def ci_ub(self) -> np.ndarray:
+        return self.beta + self._crit() * self.se
+
+    def to_frame(self):
+        """Coefficient table as a pandas DataFrame."""
+        import pandas as pd
+
+        cols = {"estimate": self.beta, "se": self.se, self._stat_name: self.stat}
+        if self._df_column:
+            cols["df"] = self.df
+        cols.update(pval=self.pval, ci_lb=self.ci_lb, ci_ub=self.ci_ub)
+        return pd.DataFrame(cols, index=pd.Index(self.coef_names, name="term"))
+
+
 @dataclass
-class Coefficients:
+class Coefficients(CoefficientTable):
     """Coefficient inference shared by :class:`RmaResult` and ``MvResult``.
 
     Subclasses add ``beta``, ``vb``, ``QE``/``QE_df``/``QE_p`` and ``QM``/``QM_df``/``QM_p``/``btt``. Two
@@ -367,37 +434,8 @@ class Coefficients:
         return int(self.X.shape[1])
 
     @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.vb))
-
-    @property
     def df(self) -> int | None:
         return self.k - self.p if self.test == self._t_test else None
-
-    def _crit(self) -> float:
-        a = 1 - self.level / 100
-        return float(stats.t.ppf(1 - a / 2, self.df) if self.df else stats.norm.ppf(1 - a / 2))
-
-    @property
-    def stat(self) -> np.ndarray:
-        return self.beta / self.se
-
-    @property
-    def _stat_name(self) -> str:
-        return "tval" if self.df else "zval"
-
-    @property
-    def pval(self) -> np.ndarray:
-        s = np.abs(self.stat)
-        return 2 * (stats.t.sf(s, self.df) if self.df else stats.norm.sf(s))
-
-    @property
-    def ci_lb(self) -> np.ndarray:
-        return self.beta - self._crit() * self.se
-
-    @property
-    def ci_ub(self) -> np.ndarray:
-        return self.beta + self._crit() * self.se
 
     @property
     def estimate(self) -> float:
@@ -432,21 +470,15 @@ class Coefficients:
             "pi_ub": pred + c * spi,
         }
 
-    def to_frame(self):
-        """Coefficient table as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "estimate": self.beta,
-                "se": self.se,
-                self._stat_name: self.stat,
-                "pval": self.pval,
-                "ci_lb": self.ci_lb,
-                "ci_ub": self.ci_ub,
-            },
-            index=pd.Index(self.coef_names, name="term"),
-        )
+    def _tests_dict(self, **with_qm: Any) -> dict[str, Any]:
+        """The end of every ``to_dict``: the moderator test (with ``with_qm``, e.g. R2) when there is one,
+        and the prediction when the model has no moderators."""
+        out: dict[str, Any] = {}
+        if self.QM is not None:
+            out.update(QM=self.QM, QM_df=list(self.QM_df or ()), QM_p=self.QM_p, **with_qm)
+        if self.p == 1:
+            out["prediction"] = self.predict()
+        return out
 
     def _tests_and_coefficients(self, prediction_interval: bool) -> list[str]:
         """The printout from the heterogeneity test on: moderator test, coefficients, prediction interval."""

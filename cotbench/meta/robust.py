@@ -8,12 +8,12 @@ fitted marginal covariance of those rows (the CR2 working model) and the model-b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from scipy import linalg, stats
+from scipy import linalg
 
-from cotbench.meta.numerics import Coefficients, factor_codes, single_thread
+from cotbench.meta.numerics import CoefficientTable, Coefficients, factor_codes, single_thread
 
 __all__ = ["robust", "RobustResult", "TYPES"]
 
@@ -21,8 +21,12 @@ TYPES = ("CR1", "CR2")  # cluster-robust variance estimators robust() accepts
 
 
 @dataclass
-class RobustResult:
-    """Cluster-robust coefficient table (CR1 as metafor's robust(), CR2 as clubSandwich)."""
+class RobustResult(CoefficientTable):
+    """Cluster-robust coefficient table (CR1 as metafor's robust(), CR2 as clubSandwich): t tests and
+    intervals on ``df`` (one per coefficient), computed by the same :class:`CoefficientTable` as the
+    model-based table."""
+
+    _df_column: ClassVar[bool] = True
 
     type: str
     coef_names: list[str]
@@ -33,36 +37,8 @@ class RobustResult:
     level: float = 95
 
     @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.vb))
-
-    @property
     def tval(self) -> np.ndarray:
-        return self.beta / self.se
-
-    @property
-    def pval(self) -> np.ndarray:
-        return 2 * stats.t.sf(np.abs(self.tval), self.df)
-
-    def _crit(self) -> np.ndarray:
-        return stats.t.ppf(1 - (1 - self.level / 100) / 2, self.df)
-
-    @property
-    def ci_lb(self) -> np.ndarray:
-        return self.beta - self._crit() * self.se
-
-    @property
-    def ci_ub(self) -> np.ndarray:
-        return self.beta + self._crit() * self.se
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(
-            {"estimate": self.beta, "se": self.se, "tval": self.tval, "df": self.df, "pval": self.pval,
-             "ci_lb": self.ci_lb, "ci_ub": self.ci_ub},
-            index=pd.Index(self.coef_names, name="term"),
-        )
+        return self.stat
 
     def summary(self) -> str:
         how = "Satterthwaite approx" if self.type == "CR2" else "residual method"

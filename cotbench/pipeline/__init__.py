@@ -3,7 +3,8 @@
 * ``settings``  the study's prompting conditions (zs/fs x direct/CoT, plan/execute/tool)
 * ``prompts``   an Example under a setting -> chat messages, from the task's prompt file
 * ``registry``  model names -> how to reach them (backend, endpoint, revision, prices)
-* ``config``    RunConfig: defaults < YAML < flags; what identifies a run
+* ``config``    RunConfig in three parts (generation / execution / reporting): defaults < YAML < flags;
+                what identifies a run
 * ``sampling``  seeded, stratified item samples (``--sample``)
 * ``store``     the request-keyed generation store (no paid call is ever made twice)
 * ``runner``    units stepped in lockstep rounds; each round is one backend batch; scoring

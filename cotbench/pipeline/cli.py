@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from cotbench.backends.registry import BACKENDS, flag_args, takers
 from cotbench.pipeline.config import (
     QUICK_DATASETS,
     RunConfig,
@@ -25,10 +26,11 @@ See `python -m cotbench list models` / `list datasets`, and `python -m cotbench 
 
 
 def add_run_parser(sub) -> None:
-    d = RunConfig()  # the defaults a flag left out takes; each help line states its real one, once
+    c = RunConfig()  # the defaults a flag left out takes; each help line states its real one, once
+    d, r = c.generation, c.execution
 
     def default(value) -> str:
-        return " ".join(value) if isinstance(value, list) else str(value)
+        return " ".join(value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
 
     p = sub.add_parser("run", help="run models directly and with CoT over datasets",
                        description="Prompt a model directly and with chain-of-thought, zero- and few-shot. With no "
@@ -37,8 +39,13 @@ def add_run_parser(sub) -> None:
     a("--config", help="YAML file with the same options as these flags (flags win)")
     a("--model", help="registry name (see `list models`), HF id, .gguf path or openai:NAME (default: "
                       f"{d.model}, the embedded SmolLM2-135M-Instruct)")
-    a("--backend", choices=["llamacpp", "openai", "vllm", "transformers"],
-      help="override the backend implied by the model (transformers: in-process, needs cotbench[heads])")
+    a("--backend", choices=list(BACKENDS),
+      help="override the backend implied by the model (transformers: in-process, needs cotbench[heads]); "
+           "`list backends` shows each one's arguments")
+    a("-B", "--backend-arg", dest="backend_args", action="append", metavar="KEY=VALUE",
+      help="a backend argument (repeatable), e.g. -B max_model_len=16384 -B trust_remote_code=true for vllm; "
+           "YAML: backend_args: {KEY: VALUE}. `list backends` shows each backend's arguments; the flags below "
+           "are short forms of some")
     a("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     a("--datasets", nargs="+", help="dataset names (see `list datasets`), sub-task names, or 'all' "
                                     f"(default: {default(d.datasets)})")
@@ -65,19 +72,11 @@ def add_run_parser(sub) -> None:
     a("--fewshot-k", type=int, help="use only the first k exemplars (default: all)")
     a("--chance-credit", action="store_true", default=None,
       help="also report accuracy with 1/n_choices credit for unparseable multiple-choice answers (the study's rule)")
-    a("--concurrency", type=int, help=f"openai backend: requests in flight (default: {d.concurrency})")
-    a("--timeout", type=float, help=f"openai backend: per-request timeout in seconds (default: {d.timeout:g})")
-    a("--max-retries", type=int, help=f"openai backend: retries on 429/5xx/timeouts/drops (default: {d.max_retries})")
-    a("--n-ctx", type=int, help=f"llamacpp backend: context window (default: {d.n_ctx})")
-    a("--batch-size", type=int, help=f"llamacpp backend: requests decoded together (default: {d.batch_size}; "
-                                     "1 = one at a time; outputs are the same)")
-    a("--tensor-parallel-size", type=int, help=f"vllm: GPUs per model replica (default: {d.tensor_parallel_size})")
-    a("--data-parallel-size", type=int,
-      help=f"vllm: model replicas, each on its own GPUs (default: {d.data_parallel_size})")
-    a("--pipeline-parallel-size", type=int,
-      help=f"vllm: pipeline stages (multi-node with ray) (default: {d.pipeline_parallel_size})")
-    a("--distributed-executor-backend", choices=["mp", "ray"], help="vllm: 'ray' for multi-node")
-    a("--extra-body", type=json.loads, help="openai backend: JSON of extra sampling fields, e.g. "
+    for arg in flag_args().values():  # short forms of backend arguments, as every release has had them
+        shown = f" (default: {default(arg.default)})" if arg.default is not None else ""
+        a(arg.option, type=arg.type, choices=arg.choices or None,
+          help=f"{' and '.join(takers(arg.name))} backend: {arg.help}{shown}; same as -B {arg.name}=VALUE")
+    a("--extra-body", type=json.loads, help="JSON of extra sampling fields, e.g. "
                                              "'{\"repeat_penalty\": 1.0}' for llama_cpp.server (whose default is 1.1)")
     a("--intervention", help="transformers backend: head edits, e.g. knockout:3.1,5.0 | knockout-top:K:CSV | "
                              "knockout-random:K:SEED[:CSV] | lofit:FILE (join with +); part of the request key")
@@ -90,7 +89,8 @@ def add_run_parser(sub) -> None:
            "24 h); batches are recorded in the store and a rerun collects them (see `cotbench batches`)")
     a("--no-wait", dest="wait", action="store_false", default=None,
       help="with --batch-api: return once the batches are submitted (exit code 75) instead of waiting")
-    a("--batch-poll", type=float, help="with --batch-api: seconds between status checks while waiting (default 30)")
+    a("--batch-poll", type=float,
+      help=f"with --batch-api: seconds between status checks while waiting (default: {default(r.batch_poll)})")
     p.set_defaults(func=cmd_run)
 
 
@@ -100,11 +100,12 @@ def _flags_to_overrides(args: argparse.Namespace) -> dict:
 
 
 def _expand_all(cfg: RunConfig) -> None:
-    if "all" in cfg.datasets:
+    g = cfg.generation
+    if "all" in g.datasets:
         from cotbench.tasks import DATASETS
 
-        cfg.datasets = list(DATASETS)
-        cfg.skip_missing = True
+        g.datasets = list(DATASETS)
+        g.skip_missing = True
 
 
 def _fallback_data_dir() -> str | None:
@@ -123,14 +124,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _flags_to_overrides(args)
     cfg = build_config(args.config, overrides)
     _expand_all(cfg)
+    g, r = cfg.generation, cfg.reporting
     if quick:
-        cfg.sample = QUICK_LIMIT
-        cfg.datasets = list(QUICK_DATASETS)
-        print(f"Quick suite: {cfg.model} on {' '.join(cfg.datasets)} ({QUICK_LIMIT} items each, a seeded "
+        g.sample = QUICK_LIMIT
+        g.datasets = list(QUICK_DATASETS)
+        print(f"Quick suite: {g.model} on {' '.join(g.datasets)} ({QUICK_LIMIT} items each, a seeded "
               f"stratified sample), "
-              f"settings {' '.join(cfg.settings)}.", file=sys.stderr)
-    if cfg.data_dir is None and os.environ.get("COTBENCH_DATA_DIR"):
-        cfg.data_dir = os.environ["COTBENCH_DATA_DIR"]
+              f"settings {' '.join(g.settings)}.", file=sys.stderr)
+    if r.data_dir is None and os.environ.get("COTBENCH_DATA_DIR"):
+        r.data_dir = os.environ["COTBENCH_DATA_DIR"]
     try:
         out = run(cfg)
     except HubUnavailable as e:
@@ -138,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (quick and local):
             raise
         print(f"{e}\nQuick suite: using the local mirror {local}", file=sys.stderr)
-        cfg.data_dir = local
+        r.data_dir = local
         out = run(cfg)
     print_summary(out)
     print(f"\nRun directory: {out}")
@@ -163,8 +165,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     add_run_parser(sub)
-    p = sub.add_parser("list", help="list datasets, models or settings")
-    p.add_argument("what", choices=["datasets", "models", "settings"])
+    p = sub.add_parser("list", help="list datasets, models, settings or backends (with their arguments)")
+    p.add_argument("what", choices=["datasets", "models", "settings", "backends"])
     p.add_argument("--format", choices=["table", "json", "csv"], default="table",
                    help="a terminal table (default), or JSON / CSV for scripts")
     p.set_defaults(func=cmd_list)

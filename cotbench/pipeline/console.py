@@ -43,7 +43,8 @@ def print_summary(run_dir: Path, console: Console | None = None) -> None:
         by_role = [f"{100 * float(r[k]):.1f}" if r.get(k) is not None else "-" for k in roles]
         t.add_row(str(r["model"]), str(r["dataset"]), str(r["setting"]), str(r["n"]),
                   f"{100 * float(r['accuracy']):.1f}", f"{100 * float(r['se']):.1f}", *by_role,
-                  f"{100 * float(r['unparseable_rate']):.1f}%", str(r["mean_tokens_out"]))
+                  f"{100 * float(r['unparseable_rate']):.1f}%",
+                  "-" if r["mean_tokens_out"] is None else str(r["mean_tokens_out"]))
     console.print(t)
     for reason, what in (("context_overflow", "prompt longer than the model's context"),
                          ("content_filter", "rejected by a content filter")):
@@ -95,8 +96,24 @@ def setting_rows() -> list[dict[str, str]]:
     return [{"name": s.name, "description": s.description} for s in SETTINGS.values()]
 
 
+def backend_rows() -> list[dict[str, str]]:
+    """One row per backend argument: ``-B name=value`` (or its short flag), its type, default, and whether it
+    is part of a run's identity (it can change an output)."""
+    from cotbench.backends.registry import BACKENDS
+
+    rows = []
+    for e in BACKENDS.values():
+        for a in e.args:
+            rows.append({"backend": e.name, "argument": a.name, "flag": a.option if a.flag else "-B only",
+                         "type": a.type_name() + (f" ({'|'.join(a.choices)})" if a.choices else ""),
+                         "default": "-" if a.default is None else str(a.default).lower() if a.type is bool
+                         else str(a.default), "identity": "yes" if a.identity else "no", "help": a.help})
+    return rows
+
+
 LISTS = {"datasets": ("Datasets (the study's 20)", dataset_rows), "models": ("Models", model_rows),
-         "settings": ("Settings", setting_rows)}
+         "settings": ("Settings", setting_rows),
+         "backends": ("Backend arguments (-B NAME=VALUE; identity: part of a run's identity)", backend_rows)}
 FORMATS = ("table", "json", "csv")
 
 

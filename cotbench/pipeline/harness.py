@@ -15,43 +15,43 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cotbench.backends.base import Backend
-from cotbench.pipeline.config import QUICK_DATASETS, RunConfig, default_store_path
-from cotbench.pipeline.registry import ModelSpec, model_path, resolve_model
+from cotbench.backends.registry import BuildContext, build_backend
+from cotbench.pipeline.config import (
+    QUICK_DATASETS,
+    Generation,
+    RunConfig,
+    default_store_path,
+)
+from cotbench.pipeline.registry import ModelSpec, resolve_model
 from cotbench.pipeline.runner import RunOptions, build_units, execute, score_unit
 from cotbench.pipeline.store import Store
 from cotbench.pipeline.summary import summarize, summary_csv
-from cotbench.records import SCHEMA_VERSION, Example, file_sha256
+from cotbench.records import (
+    SCHEMA_VERSION,
+    Example,
+    atomic_write,
+    file_sha256,
+    samples_jsonl,
+)
 from cotbench.tasks.base import DataMissing, Task
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def resolve_tasks(cfg: RunConfig) -> list[Task]:
     from cotbench.tasks import DATASETS, get_task
 
+    g = cfg.generation
     tasks: list[Task] = []
-    names = list(cfg.datasets)
-    if cfg.dataset_file:
+    names = list(g.datasets)
+    if g.dataset_file:
         from cotbench.tasks.custom import task_from_file
 
-        tasks.append(task_from_file(cfg.dataset_file, cfg.answer_type))
+        tasks.append(task_from_file(g.dataset_file, g.answer_type))
         if names == list(QUICK_DATASETS):  # the default list: a --dataset-file run is about that file alone
             names = []
     for name in names:
@@ -66,22 +66,23 @@ def resolve_tasks(cfg: RunConfig) -> list[Task]:
 
 def load_data(tasks: list[Task], cfg: RunConfig) -> tuple[dict[Task, list[Example]], dict[str, Any]]:
     """Load each task's examples; record where they came from (file + sha256, or hub id + revision)."""
+    g, data_dir = cfg.generation, cfg.reporting.data_dir
     data, sources = {}, {}
     for t in tasks:
         try:
-            data[t] = t.load(cfg.data_dir, cfg.limit)
+            data[t] = t.load(data_dir, g.limit)
         except DataMissing as e:  # absent local files: skipped with --skip-missing, an error otherwise
-            if not (cfg.data_dir and cfg.skip_missing):
+            if not (data_dir and g.skip_missing):
                 raise
             print(f"warning: skipping {t.name}: {e}", file=sys.stderr)
             sources[t.name] = {"skipped": str(e)}
             continue
-        src = t.source(cfg.data_dir)
+        src = t.source(data_dir)
         if "local" in src and Path(src["local"]).is_file():
             src["sha256"] = file_sha256(Path(src["local"]))
         sources[t.name] = src
-    if cfg.sample is not None:
-        sample_data(data, sources, cfg.sample, cfg.sample_seed)
+    if g.sample is not None:
+        sample_data(data, sources, g.sample, g.sample_seed)
     return data, sources
 
 
@@ -125,45 +126,31 @@ def inputs_digest(data: dict[Task, list[Example]]) -> str:
 
 
 def make_backend(spec: ModelSpec, cfg: RunConfig) -> Backend:
-    if spec.backend == "llamacpp":
-        from cotbench.backends.llamacpp import LlamaCppBackend
+    """The backend of a resolved model spec, built by the registry (:mod:`cotbench.backends.registry`)
+    with the run's backend arguments; the judge's backend is made the same way."""
+    g = cfg.generation
+    return build_backend(spec, BuildContext(seed=g.seed, intervention=g.intervention), cfg.execution.backend_args)
 
-        # a GGUF given by path is keyed by its file name (its content is in the revision, a sha256), so
-        # spelling the path another way does not make new requests
-        key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
-        return LlamaCppBackend(model_path(spec), model_id=key_name, n_ctx=cfg.n_ctx, seed=cfg.seed,
-                              batch_size=cfg.batch_size)
-    if spec.backend == "openai":
-        from cotbench.backends.openai_api import OpenAIBackend
 
-        return OpenAIBackend(spec.model_id, base_url=spec.base_url, api_key_env=spec.api_key_env,
-                             concurrency=cfg.concurrency, timeout_s=cfg.timeout, max_retries=cfg.max_retries,
-                             revision=spec.revision or "", allow_prefill=spec.prefill)
-    if spec.backend == "transformers":
-        from cotbench.backends.transformers_local import TransformersBackend
-
-        key_name = Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
-        return TransformersBackend(model_path(spec), model_id=key_name, intervention=cfg.intervention)
-    if spec.backend == "vllm":
-        from cotbench.backends.vllm_offline import VLLMBackend
-
-        return VLLMBackend(spec.model_id, revision=spec.revision, tensor_parallel_size=cfg.tensor_parallel_size,
-                           data_parallel_size=cfg.data_parallel_size, seed=cfg.seed,
-                           pipeline_parallel_size=cfg.pipeline_parallel_size,
-                           distributed_executor_backend=cfg.distributed_executor_backend,
-                           model_context=spec.context_length or None)
-    raise ValueError(f"unknown backend {spec.backend!r}")
+def run_options(g: Generation, model_name: str, allow_prefill: bool) -> RunOptions:
+    """The runner's options: the generation part's fields of the same names, plus what the resolved model
+    and backend decide (the rows' label, whether the assistant turn can be prefilled). A runner option the
+    generation part lacks is an AttributeError here, not a silent default."""
+    own = {"model_name", "allow_prefill"}
+    return RunOptions(model_name=model_name, allow_prefill=allow_prefill,
+                      **{f.name: getattr(g, f.name) for f in fields(RunOptions) if f.name not in own})
 
 
 def run_identity(cfg: RunConfig, spec: ModelSpec, data: dict[Task, list[Example]]) -> str:
     """Same outputs, same identity: the config's output-changing fields (with the backend and endpoint
     as resolved, so spelling out a default changes nothing) and the digest of the inputs."""
-    return replace(cfg, backend=spec.backend, base_url=spec.base_url).hash(inputs_digest(data))
+    resolved = replace(cfg.generation, backend=spec.backend, base_url=spec.base_url)
+    return replace(cfg, generation=resolved).hash(inputs_digest(data))
 
 
 def default_out(cfg: RunConfig, identity: str) -> Path:
     """Same command, same directory: that is what makes a plain rerun resume."""
-    safe = cfg.model.replace("/", "__").replace(":", "_")
+    safe = cfg.generation.model.replace("/", "__").replace(":", "_")
     return Path("runs") / f"{safe}-{identity}"
 
 
@@ -226,46 +213,42 @@ def git_revision() -> str | None:
     return revision_from_status(r.stdout) if r.returncode == 0 else None
 
 
-def samples_jsonl(rows) -> str:
-    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
-
-
 def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
     """Run a configuration; returns the run directory. ``backend`` may be injected (tests, benchmarks)."""
     started = time.time()
-    spec = resolve_model(cfg.model, cfg.backend, cfg.base_url)
+    g, x, r = cfg.generation, cfg.execution, cfg.reporting
+    spec = resolve_model(g.model, g.backend, g.base_url)
     tasks = resolve_tasks(cfg)
     data, sources = load_data(tasks, cfg)
     identity = run_identity(cfg, spec, data)
-    out = Path(cfg.out) if cfg.out else default_out(cfg, identity)
+    out = Path(r.out) if r.out else default_out(cfg, identity)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"cannot create output directory {out}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK):
         raise OSError(f"output directory {out} is not writable")
-    store = Store(Path(cfg.cache) if cfg.cache else default_store_path())
+    store = Store(Path(r.cache) if r.cache else default_store_path())
     adopt_legacy_store(out, store)
     own_backend = backend is None
-    if backend is None and cfg.batch_api:
+    if backend is None and x.batch_api:
         from cotbench.backends.openai_batch import make_batch_backend
 
-        backend = make_batch_backend(spec, cfg, store.path)
+        api = x.args_for("openai")
+        backend = make_batch_backend(spec, store.path, timeout=api["timeout"], max_retries=api["max_retries"],
+                                     wait=x.wait, poll_s=x.batch_poll)
     backend = backend or make_backend(spec, cfg)
     # rows of an intervened model are labelled BASE+LABEL (the transformers backend's model_id)
-    label = backend.model_id if cfg.intervention else spec.name
-    opts = RunOptions(model_name=label, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
-                      samples=cfg.samples, max_tokens_direct=cfg.max_tokens_direct,
-                      max_tokens_cot=cfg.max_tokens_cot, fewshot_k=cfg.fewshot_k,
-                      allow_prefill=spec.prefill, extra_body=cfg.extra_body)
-    units = build_units(data, cfg.settings, opts)
+    label = backend.model_id if g.intervention else spec.name
+    opts = run_options(g, label, spec.prefill)
+    units = build_units(data, g.settings, opts)
     judge_backend = None
-    if cfg.judge_model and any(u.example.answer_type == "judge" for u in units):
-        judge_spec = resolve_model(cfg.judge_model)
+    if g.judge_model and any(u.task.judge is not None for u in units):
+        judge_spec = resolve_model(g.judge_model)
         judge_backend = make_backend(judge_spec, cfg)
     from cotbench.pipeline.progress import Progress
 
-    with Progress(enabled=cfg.progress, console=console) as prog:
+    with Progress(enabled=r.progress, console=console) as prog:
         if hasattr(backend, "progress"):  # batch APIs report batches, not single calls
             backend.progress = prog.batches
         try:
@@ -277,22 +260,22 @@ def run(cfg: RunConfig, console=None, backend: Backend | None = None) -> Path:
                 judge_backend.close()
             store.close()
     rows = [score_unit(u, opts.model_name) for u in units]
-    price_in = cfg.price_in if cfg.price_in is not None else spec.price_in
-    price_out = cfg.price_out if cfg.price_out is not None else spec.price_out
-    if cfg.batch_api:  # the provider's batch price (discount factor from the model registry)
+    price_in = r.price_in if r.price_in is not None else spec.price_in
+    price_out = r.price_out if r.price_out is not None else spec.price_out
+    if x.batch_api:  # the provider's batch price (discount factor from the model registry)
         from cotbench.backends.openai_batch import batch_prices
 
         price_in, price_out = batch_prices(spec.batch_discount, price_in, price_out)
-    lines = summarize(rows, price_in, price_out, cfg.chance_credit)
+    lines = summarize(rows, price_in, price_out, r.chance_credit)
     atomic_write(out / "samples.jsonl", samples_jsonl(rows))
     atomic_write(out / "summary.csv", summary_csv(lines))
     manifest = {
         "schema_version": SCHEMA_VERSION, "store": str(store.path.resolve()),
-        "config": asdict(cfg), "config_hash": identity, "model": asdict(spec) | {"model_id": spec.model_id},
+        "config": cfg.flat(), "config_hash": identity, "model": asdict(spec) | {"model_id": spec.model_id},
         "backend": backend.describe(), "backend_stats": asdict(backend.stats), "run_stats": asdict(stats),
-        "judge": (judge_backend.describe() | {"model": cfg.judge_model}) if judge_backend else
+        "judge": (judge_backend.describe() | {"model": g.judge_model}) if judge_backend else
                  ({"model": spec.name, "note": "the evaluated model judged itself"}
-                  if any(u.example.answer_type == "judge" for u in units) else None),
+                  if any(u.task.judge is not None for u in units) else None),
         "datasets": sources, "packages": package_versions(), "git_revision": git_revision(),
         "command": sys.argv, "started_at": started, "finished_at": time.time(),
         "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

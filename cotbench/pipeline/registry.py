@@ -107,6 +107,12 @@ def model_path(spec: ModelSpec) -> str:
     return str(embedded_gguf()) if spec.model_id == EMBEDDED_ID else spec.model_id
 
 
+def key_name(spec: ModelSpec) -> str:
+    """The model's name in request keys for in-process backends: a GGUF given by path is keyed by its file
+    name (its content is in the revision, a sha256), so spelling the path another way makes no new requests."""
+    return Path(spec.model_id).name if spec.model_id.endswith(".gguf") else spec.name
+
+
 def resolve_model(name: str, backend: str | None = None, base_url: str | None = None) -> ModelSpec:
     """Turn a ``--model`` value (plus optional backend / base URL overrides) into a ModelSpec."""
     if name == DEFAULT_MODEL:

@@ -25,8 +25,9 @@ from cotbench.records import (
     Response,
     SampleResult,
 )
-from cotbench.scoring.extract import default_extractor, extract_all, score
+from cotbench.scoring.extract import default_extractor, extract_all
 from cotbench.solvers.base import Call, SolverGen, SolverOutput, generate, judged
+from cotbench.solvers.plan import plan_solver, plan_spec
 from cotbench.tasks.base import Task
 
 
@@ -68,33 +69,34 @@ class RunStats:
     rounds: int = 0
 
 
-def token_budget(task: Task, mode: str, opts: RunOptions) -> int:
-    base = "cot" if mode != "direct" else "direct"
-    override = opts.max_tokens_cot if base == "cot" else opts.max_tokens_direct
-    return override or task.max_tokens.get(mode) or task.max_tokens[base]
+# the run option that overrides each call kind's budget (a judge's budget is its task's alone)
+_OVERRIDE = {"direct": "max_tokens_direct", "plan_direct": "max_tokens_direct",
+             "cot": "max_tokens_cot", "plan": "max_tokens_cot", "plan_cot": "max_tokens_cot"}
+
+
+def token_budget(task: Task, kind: str, opts: RunOptions, plan: dict[str, int] | None = None) -> int:
+    """The one place a call's token budget is decided: the run's override for its kind, else the task's
+    (:meth:`Task.budget`; ``plan`` is the plan spec's ``max_tokens`` for plan calls)."""
+    field_name = _OVERRIDE.get(kind)
+    return (getattr(opts, field_name) if field_name else None) or task.budget(kind, plan)
 
 
 def make_solver(task: Task, setting: Setting, example: Example, opts: RunOptions) -> SolverGen:
-    """The solver for one unit: a single rendered call for direct/CoT, a plan solver otherwise."""
+    """The solver for one unit: one rendered call for direct/CoT (then the task's judge, if it has one),
+    a plan solver with the task's plan spec otherwise."""
     if setting.mode in ("direct", "cot"):
         spec = load_prompt_file(task.prompt_file)
         r = render(spec, example, setting, k=opts.fewshot_k)
         call = Call(messages=r.messages, max_tokens=token_budget(task, setting.mode, opts), stop=r.stop,
                     prefill=r.prefill if opts.allow_prefill else None)
-        if example.answer_type == "judge":  # open-ended: a judge model grades the answer
-            from cotbench.scoring.extract import judge_response
-            from cotbench.tasks import biggen
-
-            return judged(call, example, biggen.judge_messages, biggen.parse_judge, biggen.PASS_SCORE,
-                          lambda text, ex: judge_response(text, ex).answer or "")
+        if task.judge is not None:  # open-ended: a judge model grades the answer
+            return judged(call, example, task.judge, token_budget(task, "judge", opts))
         return generate(call)
-    from cotbench.solvers.plan import (
-        plan_solver,  # plan/execute/tool conditions (Sec. 5)
-    )
-
-    overrides = {"plan": opts.max_tokens_cot, "plan_cot": opts.max_tokens_cot, "plan_direct": opts.max_tokens_direct}
-    # the task's prompt file may name or inline its own plan spec (``plan:``); else the dataset's default
-    return plan_solver(example, setting.name, load_prompt_file(task.prompt_file), task, max_tokens=overrides)
+    pspec = plan_spec(task)  # plan/execute/tool conditions (Sec. 5)
+    budgets = pspec.get("max_tokens")
+    answer_kind = "plan_direct" if setting.mode == "plan_direct" else "plan_cot"  # unused by plan_tool
+    return plan_solver(example, setting.name, pspec, plan_tokens=token_budget(task, "plan", opts, budgets),
+                       answer_tokens=token_budget(task, answer_kind, opts, budgets), labels=task.labels)
 
 
 def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts: RunOptions) -> list[Unit]:
@@ -104,11 +106,8 @@ def build_units(tasks: dict[Task, list[Example]], settings: Iterable[str], opts:
             setting = get_setting(sname)
             if setting.fewshot and not task.fewshot and setting.mode in ("direct", "cot"):
                 continue  # dataset has no exemplars: few-shot settings do not exist for it
-            if setting.mode.startswith("plan"):
-                from cotbench.solvers.plan import supports_plan
-
-                if not supports_plan(task):
-                    continue
+            if setting.mode.startswith("plan") and task.plan_prompt is None:
+                continue  # plan settings exist only for tasks that declare a plan prompt
             for ex in examples:
                 for i in range(opts.samples):
                     units.append(Unit(task, setting, ex, i, make_solver(task, setting, ex, opts)))
@@ -206,7 +205,7 @@ def score_unit(u: Unit, model_name: str) -> SampleResult:
         extractions = extract_all(out.text, ex, u.task.labels, finish)
         chosen = extractions[default_extractor(ex)]
         extraction = Extraction(chosen["answer"], chosen["method"])
-    correct = score(ex, extraction)
+    correct = u.task.score(ex, extraction)
     extra = dict(out.extra)
     if len(u.calls) > 1:
         extra["calls"] = u.calls

@@ -5,9 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("published", help="import the study's released generations and re-score them",
@@ -25,23 +22,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_published)
 
 
-def _summary(df: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for (m, d, g, s), x in df.groupby(["model", "dataset", "group", "setting"], sort=True):
-        acc = float(x["correct"].mean())
-        rows.append({"model": m, "dataset": d, "group": g, "setting": s, "n": len(x), "accuracy": acc,
-                     "se": float(np.sqrt(acc * (1 - acc) / len(x))),
-                     "unparseable_rate": float((x["parse_status"] == "unparseable").mean()),
-                     "mean_tokens_out": float(x["tokens_out"].mean()) if x["tokens_out"].notna().any() else np.nan})
-    return pd.DataFrame(rows)
-
-
 def cmd_published(args) -> int:
     from cotbench.analysis.disagreements import disagreements
     from cotbench.analysis.load import frame_from_rows
     from cotbench.analysis.render import render
+    from cotbench.pipeline.summary import summarize, summary_csv
     from cotbench.published import importer as pub
-    from cotbench.records import SCHEMA_VERSION
+    from cotbench.records import (
+        SCHEMA_VERSION,
+        SampleResult,
+        atomic_write,
+        samples_jsonl,
+    )
 
     if args.file and len(args.config) != 1:
         raise ValueError("--file holds one config; pass exactly one --config with it")
@@ -54,19 +46,18 @@ def cmd_published(args) -> int:
     summ, items = disagreements(ours)
     if args.scores == "theirs":
         rows = pub.use_their_scores(rows)
+    results = [SampleResult(**r) for r in rows]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({**r, "schema_version": SCHEMA_VERSION}, ensure_ascii=False) + "\n")
-    df = frame_from_rows([{k: v for k, v in r.items() if k != "messages"} for r in rows])
-    _summary(df).to_csv(out / "summary.csv", index=False)
-    (out / "manifest.json").write_text(json.dumps({
+    # the harness's writers and summary: a published run directory reads like one the harness wrote
+    atomic_write(out / "samples.jsonl", samples_jsonl(results))
+    atomic_write(out / "summary.csv", summary_csv(summarize(results)))
+    atomic_write(out / "manifest.json", json.dumps({
         "schema_version": SCHEMA_VERSION, "source": "published", "model": args.model, "configs": args.config,
         "origin": args.file or pub.hub_repo(args.model), "revision": args.revision, "scores": args.scores,
-    }, indent=1), encoding="utf-8")
-    summ.to_csv(out / "published_summary.csv", index=False)
-    items.to_csv(out / "published_items.csv", index=False)
+    }, indent=1))
+    atomic_write(out / "published_summary.csv", summ.to_csv(index=False))
+    atomic_write(out / "published_items.csv", items.to_csv(index=False))
     sys.stdout.write(render({"published_summary": ("Published generations: our scoring vs theirs", summ)}))
     print(f"wrote {len(rows)} samples to {out / 'samples.jsonl'}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ Rows become our sample table (settings zs_direct … fs_cot), re-extracted and r
 ``correct``); their verdicts are kept in ``extra["published"]`` so
 :func:`cotbench.analysis.disagreements.disagreements` can show where the two scorings differ. Example
 ids are ``<config>/<row index>`` (the release has no item ids), so compare runs of the same release.
-This module does I/O (hub, files); the ``published`` command lives in ``published_cli.py``.
+This module does I/O (hub, files); the ``published`` command lives in ``published/cli.py``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from cotbench.records import LETTERS, DataError, Example, read_jsonl
+from cotbench.records import LETTERS, DataError, Example, read_rows_any
 
 HUB_PREFIX = "TAUR-Lab/Taur_CoT_Analysis_Project___"
 NOT_RUN = "[invalid] - configuration was not run"
@@ -86,16 +86,8 @@ def read_file(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(p)
-    if suffix == ".json":
-        try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}: invalid JSON at line {e.lineno} ({e.msg})") from None
-        if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-            raise DataError(f"{p}: expected a JSON list of row objects")
-        return obj
+    if suffix in (".jsonl", ".json"):
+        return read_rows_any(p)
     if suffix == ".csv":
         return pd.read_csv(p, keep_default_na=False).to_dict("records")
     if suffix == ".parquet":

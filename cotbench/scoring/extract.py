@@ -779,7 +779,7 @@ def extract_all(text: str, example: Example, labels: tuple[str, ...] | None = No
 
 
 def score(example: Example, extraction: Extraction) -> bool:
-    """Correctness of one extraction; unparseable is wrong. Judge items need a judge verdict first."""
+    """Correctness of one extraction; unparseable is wrong. Judge items are scored by their task's judge."""
     ans = extraction.answer
     if ans is None:
         return False
@@ -795,6 +795,9 @@ def score(example: Example, extraction: Extraction) -> bool:
     if kind == "text":
         return text_em(ans, example)
     if kind == "judge":
-        # the judge pass stores Extraction(str(score 1-5), "judge_score"); correct at >= 4 (BiGGen rule)
-        return extraction.method == "judge_score" and ans.isdigit() and int(ans) >= 4
+        # text is never a verdict; a judge's verdict is read by its task's judge (Task.score), which alone
+        # knows the pass score
+        if extraction.method == "judge_score":
+            raise ValueError(f"{example.id}: a judge verdict is scored by its task's judge (Task.score)")
+        return False
     raise ValueError(f"unknown answer type {kind!r}")

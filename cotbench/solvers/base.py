@@ -11,9 +11,10 @@ Direct and CoT settings use :func:`generate` (one call). Plan settings live in `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator
+from typing import Any, Generator
 
 from cotbench.records import Example, Extraction, Message, Response
+from cotbench.tasks.base import Judge
 
 
 @dataclass(frozen=True)
@@ -46,21 +47,20 @@ def generate(call: Call) -> SolverGen:
     return SolverOutput(text=text, messages=call.messages)
 
 
-def judged(call: Call, example: Example, judge_messages: Callable, parse_judge: Callable,
-           pass_score: int, response_text: Callable[[str, Example], str]) -> SolverGen:
-    """Generate an answer, then have a judge model grade it (open-ended tasks such as BiGGen Bench).
+def judged(call: Call, example: Example, judge: Judge, judge_tokens: int) -> SolverGen:
+    """Generate an answer, then have the task's judge model grade it (open-ended tasks such as BiGGen Bench).
 
-    The verdict is a call like any other (stored, cached, resumable); the solver returns the 1-5 score
-    as the extraction, so scoring reads ``score >= pass_score``.
+    The verdict is a call like any other (stored, cached, resumable); the solver returns the judge's score
+    as the extraction (:meth:`Judge.verdict`), which the task's scorer reads against the judge's pass score.
     """
     resp = yield call
-    graded = response_text(resp.text, example)
+    graded = judge.graded_text(resp.text, example)
     extra: dict[str, Any] = {}
     if not graded:
         return SolverOutput(text=resp.text, messages=call.messages,
                             extraction=Extraction(None, "judge_no_response"), extra=extra)
-    verdict = yield Call(messages=tuple(judge_messages(example, graded)), max_tokens=512, tag="judge", route="judge")
-    score_ = parse_judge(verdict.text)
+    verdict = yield Call(messages=tuple(judge.messages(example, graded)), max_tokens=judge_tokens, tag="judge",
+                         route="judge")
+    score_ = judge.parse(verdict.text)
     extra.update(judge_response=verdict.text, judge_score=score_, judged_text=graded)
-    ext = Extraction(str(score_), "judge_score") if score_ is not None else Extraction(None, "judge_unparseable")
-    return SolverOutput(text=resp.text, messages=call.messages, extraction=ext, extra=extra)
+    return SolverOutput(text=resp.text, messages=call.messages, extraction=judge.verdict(score_), extra=extra)

@@ -13,8 +13,10 @@ SatLM-style z3 specification for logic) — and differ in who executes it:
   answer, never an error of the run.
 
 The plan call is identical in the three settings, so with the response store it is generated once.
-Prompts are ``prompts/plan_<dataset>.yaml`` (see :data:`PLAN_PROMPTS`); a task's own prompt file may
-override with a ``plan:`` key (a file name, or an inline plan spec).
+A task declares its plan prompt (``Task.plan_prompt``, a ``prompts/plan_<dataset>.yaml``): plan settings
+exist only for tasks that declare one, and the task's own prompt file may override it with a ``plan:``
+key (a file name, or an inline plan spec); see :func:`plan_spec`. Token budgets are resolved by the
+caller (the task's budgets and the run's overrides, ``cotbench.pipeline.runner.token_budget``).
 
 ``SolverOutput.extra`` keys (stored in the ``extra`` column of samples.jsonl):
 
@@ -40,20 +42,14 @@ import functools
 import re
 from typing import Any
 
-from cotbench.pipeline.prompts import fill, prompt_fields, read_prompt_yaml
+from cotbench.pipeline.prompts import fill, load_prompt_file, prompt_fields, read_prompt_yaml
 from cotbench.records import LETTERS, DataError, Example, Extraction, Message, Response
 from cotbench.scoring.extract import normalize_number, strip_think
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
 from cotbench.solvers.sandbox import Limits, Outcome, run_code
+from cotbench.tasks.base import PLAN_CALLS, Task
 
 PLAN_SETTINGS = ("plan_direct", "plan_cot", "plan_tool")
-# dataset (task name, or the part before "/" for sub-tasks) -> plan prompt file under prompts/
-PLAN_PROMPTS: dict[str, str] = {
-    "gsm8k": "plan_gsm8k",
-    "gsm8k_hard": "plan_gsm8k",
-    "folio": "plan_folio",
-    "contexthub": "plan_contexthub",
-}
 TOOL_LIMITS: dict[str, Limits] = {
     "python": Limits(wall_s=10, cpu_s=5, memory_mb=1024),
     "z3": Limits(wall_s=20, cpu_s=15, memory_mb=2048, z3_timeout_ms=5000),
@@ -64,15 +60,10 @@ _UNDETERMINED = ("n/a", "na", "uncertain", "unknown", "undetermined", "cannot be
 
 
 # ------------------------------------------------------------------------------------------ prompt specs
-def plan_prompt_name(dataset) -> str | None:
-    """The plan prompt for a task or task/dataset name (``contexthub/deductive_l1`` -> ``plan_contexthub``)."""
-    name = str(getattr(dataset, "name", dataset))
-    return PLAN_PROMPTS.get(name) or PLAN_PROMPTS.get(name.split("/", 1)[0])
-
-
-def supports_plan(dataset) -> bool:
-    """Whether plan settings exist for a task (a Task or its name)."""
-    return plan_prompt_name(dataset) is not None
+def plan_spec(task: Task) -> dict[str, Any]:
+    """The plan spec a task uses: its prompt file's ``plan:`` key when it has one, else the plan prompt
+    the task declares (``Task.plan_prompt``); a ValueError for a task with neither."""
+    return resolve_plan_spec(load_prompt_file(task.prompt_file), task.name, task.plan_prompt)
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,18 +90,26 @@ def validate_plan_spec(spec: Any, where: str) -> dict[str, Any]:
     for k, v in (spec.get("tool_limits") or {}).items():
         if k not in Limits.__dataclass_fields__:
             raise DataError(f"{where}: tool_limits: unknown field {k!r}")
+    budgets = spec.get("max_tokens") or {}
+    if not isinstance(budgets, dict):
+        raise DataError(f"{where}: field 'max_tokens' must be a mapping of call kind to tokens")
+    for k, v in budgets.items():
+        if k not in PLAN_CALLS:
+            raise DataError(f"{where}: max_tokens: unknown call kind {k!r}; choose from {', '.join(PLAN_CALLS)}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise DataError(f"{where}: max_tokens: {k} must be a positive integer, not {v!r}")
     return spec
 
 
-def resolve_plan_spec(spec: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
-    """The plan spec for a task: its prompt file's ``plan:`` override, else the default for the dataset."""
+def resolve_plan_spec(spec: dict[str, Any] | None, task_name: str, default: str | None) -> dict[str, Any]:
+    """The plan spec from a task's prompt file ``spec``: its ``plan:`` override (a file name or an inline
+    spec), else the task's declared plan prompt ``default``."""
     override = (spec or {}).get("plan")
     if isinstance(override, dict):
-        return validate_plan_spec(override, f"{dataset}: inline 'plan' spec")
-    name = override if isinstance(override, str) else plan_prompt_name(dataset)
+        return validate_plan_spec(override, f"{task_name}: inline 'plan' spec")
+    name = override if isinstance(override, str) else default
     if name is None:
-        raise ValueError(f"{dataset}: no plan prompt; plan settings exist for "
-                         f"{', '.join(sorted(PLAN_PROMPTS))}")
+        raise ValueError(f"{task_name}: no plan prompt; plan settings exist only for tasks that declare one")
     return load_plan_spec(name)
 
 
@@ -241,21 +240,19 @@ def _usage(tag: str, r: Response) -> dict[str, Any]:
             "finish_reason": r.finish_reason, "latency_s": r.latency_s}
 
 
-def plan_solver(example: Example, setting_name: str, spec: dict[str, Any] | None, task=None,
-                max_tokens: dict[str, int] | None = None) -> SolverGen:
+def plan_solver(example: Example, setting_name: str, pspec: dict[str, Any], plan_tokens: int,
+                answer_tokens: int, labels: tuple[str, ...] | None = None) -> SolverGen:
     """Solver generator for ``plan_direct`` / ``plan_cot`` / ``plan_tool`` (see the module docstring).
 
-    ``max_tokens`` overrides the spec's budgets per call (keys ``plan``, ``plan_direct``, ``plan_cot``).
+    ``pspec`` is the task's plan spec (:func:`plan_spec`); ``plan_tokens`` and ``answer_tokens`` are the
+    budgets of the plan call and of the call that answers after it (unused by ``plan_tool``); ``labels``
+    are the task's labels, for mapping a z3 verdict to a label answer.
     """
     if setting_name not in PLAN_SETTINGS:
         raise ValueError(f"plan_solver handles {', '.join(PLAN_SETTINGS)}, not {setting_name!r}")
-    dataset = task.name if task is not None else example.dataset
-    pspec = resolve_plan_spec(spec, dataset)
     tool = pspec["tool"]
-    budgets = {**(pspec.get("max_tokens") or {}), **{k: v for k, v in (max_tokens or {}).items() if v}}
-    task_budget = getattr(task, "max_tokens", None) or {}
 
-    plan_call = Call(messages=plan_messages(pspec, example), max_tokens=int(budgets.get("plan", 768)), tag="plan")
+    plan_call = Call(messages=plan_messages(pspec, example), max_tokens=plan_tokens, tag="plan")
     plan_resp = yield plan_call
     plan, how = extract_plan(plan_resp.text, tool)
     extra: dict[str, Any] = {"plan": plan if how != "none" else strip_think(plan_resp.text or "").strip(),
@@ -267,15 +264,12 @@ def plan_solver(example: Example, setting_name: str, spec: dict[str, Any] | None
             outcome = Outcome(status="no_plan", detail="no code found in the plan response")
         else:
             outcome = run_plan(plan, tool, _limits(pspec, tool))
-        labels = getattr(task, "labels", None)
         extraction = tool_extraction(outcome, tool, example, labels)
         extra["tool"] = dict(kind=tool, **outcome.to_dict(), mapped=extraction.answer)
         return SolverOutput(text=plan_resp.text, messages=plan_call.messages, extraction=extraction, extra=extra)
 
     mode = setting_name  # plan_direct | plan_cot
-    default = task_budget.get("direct" if mode == "plan_direct" else "cot", 32 if mode == "plan_direct" else 768)
-    call = Call(messages=solve_messages(pspec, mode, example, extra["plan"]),
-                max_tokens=int(budgets.get(mode, default)), tag="answer")
+    call = Call(messages=solve_messages(pspec, mode, example, extra["plan"]), max_tokens=answer_tokens, tag="answer")
     resp = yield call
     extra["calls"].append(_usage("answer", resp))
     return SolverOutput(text=resp.text, messages=call.messages, extra=extra)

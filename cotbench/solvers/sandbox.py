@@ -206,6 +206,16 @@ def python_answer(ns):
         return {"status": "bad_answer", "value": repr(v)[:200], "detail": "answer is not a finite number"}
     return dict(status="ok", value=repr(v)[:200], **num)
 
+def z3_out_of_memory(e):
+    # z3 reports exhausted memory as a plain Z3Exception; its context's error code, not the text, says so
+    import z3
+    if not isinstance(e, z3.Z3Exception):
+        return False
+    try:
+        return z3.Z3_get_error_code(z3.main_ctx().ref()) == z3.Z3_MEMOUT_FAIL
+    except Exception:
+        return False
+
 def z3_answer(ns):
     import z3
     prem, concl = ns.get("premises"), ns.get("conclusion")
@@ -251,7 +261,7 @@ except RecursionError as e:
 except BaseException as e:
     import traceback
     msg = str(e)
-    st = "memory" if (kind == "z3" and "out of memory" in msg.lower()) else "exception"
+    st = "memory" if (kind == "z3" and z3_out_of_memory(e)) else "exception"
     frames = [fr for fr in traceback.extract_tb(e.__traceback__) if fr.filename == "plan.py"]
     tb = "".join(traceback.format_list(frames))
     emit({"status": st, "detail": (type(e).__name__ + ": " + msg)[:500], "traceback": tb[-1500:]})

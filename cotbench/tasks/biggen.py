@@ -1,10 +1,10 @@
 """BiGGen Bench (prometheus-eval/BiGGen-Bench, test): open-ended tasks graded 1-5 by a judge model.
 
-An answer is correct when the judge scores it 4 or 5 (the study's rule). This module holds the pure
-parts of judging: :func:`judge_messages` builds an absolute-grading prompt from the item's rubric and
-reference answer, and :func:`parse_judge` reads the score back. The runner sends the messages to any
-model through any backend and stores the verdict like a generation; ``cotbench.scoring.extract.score`` then
-accepts ``Extraction(str(score), "judge_score")``.
+An answer is correct when the judge scores it 4 or 5 (the study's rule). The task declares its judge
+(:data:`JUDGE`): :func:`judge_messages` builds an absolute-grading prompt from the item's rubric and
+reference answer, :func:`parse_judge` reads the score back, and the pass score is ``JUDGE.pass_score``.
+The runner sends the messages to any model through any backend and stores the verdict like a
+generation; ``Task.score`` then reads the verdict against the judge's pass score.
 
 The local copy is the pre-hub release (775 items); ``row_filter`` drops the 10 multimodal
 ``vision_tasks`` items, which the hub's test split (765) no longer has.
@@ -15,10 +15,9 @@ import re
 from typing import Any
 
 from cotbench.records import DataError, Example, Message
-from cotbench.tasks.base import HubSource, Task, require
+from cotbench.tasks.base import HubSource, Judge, Task, require
 from cotbench.tasks.common import mirror
 
-PASS_SCORE = 4
 _RUBRIC_KEYS = ("criteria", *(f"score{i}_description" for i in range(1, 6)))
 
 
@@ -80,9 +79,7 @@ def parse_judge(text: str) -> int | None:
     return None
 
 
-def passed(score: int | None) -> bool:
-    return score is not None and score >= PASS_SCORE
-
+JUDGE = Judge(messages=judge_messages, parse=parse_judge, pass_score=4, max_tokens=512)
 
 TASKS = [
     Task(
@@ -90,7 +87,8 @@ TASKS = [
         hub=HubSource("prometheus-eval/BiGGen-Bench", None, "test"),
         local_files=mirror("biggen_bench/test.jsonl"), to_example=biggen_example, row_filter=not_vision,
         prompt_file="biggen", max_tokens={"direct": 768, "cot": 1536}, fewshot=False, expected_count=765,
-        stratum="capability",
-        description="BiGGen Bench: open-ended generation in 9 capabilities, judged 1-5 by an LLM (>=4 counts).",
+        stratum="capability", judge=JUDGE,
+        description="BiGGen Bench: open-ended generation in 9 capabilities, judged 1-5 by an LLM "
+                    f"(>={JUDGE.pass_score} counts).",
     )
 ]

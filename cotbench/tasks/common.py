@@ -10,11 +10,9 @@ The first candidate that exists is read, so either folder works as ``--data-dir`
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from cotbench.records import LETTERS, DataError, read_jsonl
+from cotbench.records import LETTERS, DataError
 from cotbench.scoring.extract import normalize_number
 
 
@@ -24,13 +22,6 @@ def mirror(*paths: str) -> tuple[str, ...]:
 
 def original(*paths: str) -> tuple[str, ...]:
     return tuple(c for p in paths for c in (p, f"../{p}"))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} ({e.msg})") from None
 
 
 def gold_letter(index: Any, n_choices: int, field: str) -> str:
@@ -56,17 +47,6 @@ def number_gold(value: Any, field: str) -> str:
     if v is None:
         raise DataError(f"field {field!r}: {value!r} is not a number")
     return v
-
-
-def read_rows_any(path: Path) -> list[dict[str, Any]]:
-    """JSONL (one object a line) or a JSON array of objects, by file suffix."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    data = read_json(path)
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise DataError(f"{path}: expected a JSON array of objects")
-    return data
 
 
 def choices_dict(row: dict[str, Any], field: str = "choices") -> tuple[tuple[str, ...], list[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cotbench.records import DataError, Example
+from cotbench.records import DataError, Example, read_rows_any
 from cotbench.tasks.base import HubSource, Task, require
 from cotbench.tasks.common import (
     choices_dict,
@@ -17,7 +17,6 @@ from cotbench.tasks.common import (
     key_to_letter,
     mirror,
     original,
-    read_rows_any,
 )
 
 MC_BUDGET = {"direct": 16, "cot": 512}

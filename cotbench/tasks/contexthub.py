@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cotbench.records import DataError, Example
+from cotbench.records import DataError, Example, read_json
 from cotbench.tasks.base import Task, require
-from cotbench.tasks.common import original, read_json
+from cotbench.tasks.common import original
 
 CHOICES = ("True", "False", "N/A")
 _GOLD = {True: "A", False: "B", "N/A": "C"}
@@ -61,6 +61,7 @@ TASKS = [
                              f"contexthub/data_level{level}/{logic}_logic.json"),
         to_example=_contexthub(f"{logic}_l{level}"), read_rows=read_contexthub, prompt_file="contexthub",
         max_tokens={"direct": 16, "cot": 768}, expected_count=n, stratum="category",
+        plan_prompt="plan_contexthub",
         description=f"ContextHub {logic} logic, level {level}: True / False / N/A (undetermined).",
     )
     for logic, level, n in [("deductive", 1, 600), ("abductive", 1, 360), ("deductive", 2, 2400), ("abductive", 2, 2400)]

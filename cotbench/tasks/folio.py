@@ -35,7 +35,7 @@ TASKS = [
         hub=HubSource("yale-nlp/FOLIO", None, "validation"),
         local_files=mirror("folio/validation.jsonl") + original("folio/folio-validation.jsonl"),
         to_example=folio_example, prompt_file="folio", max_tokens={"direct": 16, "cot": 768},
-        expected_count=204,
+        expected_count=204, plan_prompt="plan_folio",
         description="FOLIO: is a conclusion True, False or Uncertain given first-order-logic premises?",
     )
 ]

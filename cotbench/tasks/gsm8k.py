@@ -37,7 +37,7 @@ TASKS = [
         name="gsm8k", group="mathematical", answer_type="number",
         hub=HubSource("openai/gsm8k", "main", "test"),
         local_files=mirror("gsm8k/test.jsonl"),
-        to_example=gsm8k_example, prompt_file="gsm8k", max_tokens=BUDGET, expected_count=1319,
+        to_example=gsm8k_example, prompt_file="gsm8k", max_tokens=BUDGET, expected_count=1319, plan_prompt="plan_gsm8k",
         description="Grade-school math word problems; numeric answer after '####'.",
     ),
     Task(
@@ -45,6 +45,7 @@ TASKS = [
         hub=HubSource("reasoning-machines/gsm-hard", None, "train"),
         local_files=mirror("gsm8k_hard/train.jsonl"),
         to_example=gsm8k_hard_example, prompt_file="gsm8k", max_tokens=BUDGET, expected_count=1319,
+        plan_prompt="plan_gsm8k",
         description="GSM8K with larger numbers (GSM-Hard); float targets, rounding-tolerant match.",
     ),
 ]

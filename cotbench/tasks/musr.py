@@ -12,9 +12,9 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from cotbench.records import DataError, Example, read_jsonl
+from cotbench.records import DataError, Example, read_json, read_jsonl
 from cotbench.tasks.base import HubSource, Task, require
-from cotbench.tasks.common import gold_letter, mirror, original, read_json
+from cotbench.tasks.common import gold_letter, mirror, original
 
 HINTS = {
     "murder_mysteries": (

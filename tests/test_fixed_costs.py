@@ -35,10 +35,18 @@ def test_a_command_parses_the_same_with_its_area_alone_or_all_areas():
     assert {c for cmds in AREAS.values() for c in cmds} <= set(everything._subparsers._group_actions[0].choices)
 
 
-def test_run_does_not_import_pandas_or_the_analysis_areas():
+def test_a_run_does_not_import_pandas_numpy_or_the_analysis_areas(tiny_data, tmp_path):
+    """The command line's parsing and a whole run (data, store, score, outputs) leave them unloaded."""
     code = ("import sys, contextlib, io\nfrom cotbench.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    try: main(['run', '--help'])\n    except SystemExit: pass\n"
+            "from cotbench.backends.table import TableBackend\n"
+            "from cotbench.pipeline.config import build_config\nfrom cotbench.pipeline.harness import run\n"
+            f"cfg = build_config(None, {{'datasets': ['gsm8k'], 'settings': ['zs_cot'], 'limit': 3, "
+            f"'data_dir': {str(tiny_data)!r}, 'out': {str(tmp_path / 'run')!r}, "
+            f"'cache': {str(tmp_path / 'store.sqlite')!r}, 'progress': False}})\n"
+            "out = run(cfg, backend=TableBackend(lambda r: 'The answer is 1.'))\n"
+            "assert (out / 'summary.csv').is_file()\n"
             "print(sorted(m for m in ('pandas', 'numpy', 'cotbench.analysis', 'cotbench.meta') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -6,9 +6,10 @@ import os
 import platform
 import statistics
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from cotbench.pipeline.harness import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench"
@@ -34,12 +35,7 @@ def machine() -> dict[str, Any]:
                 ram_gib = round(int(line.split()[1]) / 1024 ** 2, 1)
     except OSError:
         pass
-    versions = {"python": platform.python_version()}
-    for name in ("cotbench", "llama_cpp_python", "openai", "httpx", "lm_eval", "numpy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = package_versions(("cotbench", "llama_cpp_python", "openai", "httpx", "lm_eval", "numpy"))
     return {"platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(),
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "ram_gib": ram_gib, "versions": versions,

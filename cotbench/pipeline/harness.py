@@ -170,13 +170,16 @@ def adopt_legacy_store(out: Path, store: Store) -> None:
               file=sys.stderr)
 
 
+MANIFEST_PACKAGES = ("cotbench", "llama_cpp_python", "openai", "datasets", "vllm", "numpy", "pandas",
+                     "math-verify", "z3-solver")
+
+
 @lru_cache(maxsize=None)
-def _package_versions() -> tuple[tuple[str, str], ...]:
+def _package_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     from importlib import metadata
 
     out = [("python", platform.python_version())]
-    for name in ("cotbench", "llama_cpp_python", "openai", "datasets", "vllm", "numpy", "pandas", "math-verify",
-                 "z3-solver"):
+    for name in names:
         try:
             out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
@@ -184,10 +187,11 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def package_versions() -> dict[str, str]:
-    """Versions for the manifest, read once per process: parsing the packages' metadata cost more than
-    the rest of a short run's bookkeeping, and a running process keeps the code it imported."""
-    return dict(_package_versions())
+def package_versions(names: tuple[str, ...] = MANIFEST_PACKAGES) -> dict[str, str]:
+    """Python's and the installed ``names``' versions (absent ones left out), read once per process:
+    parsing the packages' metadata cost more than the rest of a short run's bookkeeping, and a running
+    process keeps the code it imported. The manifest's list by default; the benchmarks pass theirs."""
+    return dict(_package_versions(tuple(names)))
 
 
 def revision_from_status(porcelain_v2: str) -> str | None:

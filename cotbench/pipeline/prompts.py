@@ -42,10 +42,15 @@ class Rendered:
     stop: tuple[str, ...]
 
 
+def format_choice(i: int, choice: str) -> str:
+    """One option as every prompt writes it: "(B) text"."""
+    return f"({LETTERS[i]}) {choice}"
+
+
 def format_choices(choices: tuple[str, ...] | list[str] | None) -> str:
     if not choices:
         return ""
-    return "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+    return "\n".join(format_choice(i, c) for i, c in enumerate(choices))
 
 
 def prompt_fields(question: str, choices, metadata: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -42,7 +42,13 @@ import functools
 import re
 from typing import Any
 
-from cotbench.pipeline.prompts import fill, load_prompt_file, prompt_fields, read_prompt_yaml
+from cotbench.pipeline.prompts import (
+    fill,
+    format_choice,
+    load_prompt_file,
+    prompt_fields,
+    read_prompt_yaml,
+)
 from cotbench.records import LETTERS, DataError, Example, Extraction, Message, Response
 from cotbench.scoring.extract import normalize_number, strip_think
 from cotbench.solvers.base import Call, SolverGen, SolverOutput
@@ -119,7 +125,7 @@ def answer_text(answer: str, choices) -> str:
     if choices:
         for i, c in enumerate(choices):
             if str(c).strip().casefold() == answer.strip().casefold():
-                return f"({LETTERS[i]}) {c}"
+                return format_choice(i, c)
     return answer
 
 

@@ -34,8 +34,8 @@ from cotbench.backends.llamacpp import (  # noqa: E402
     fresh_context_per_call,
 )
 from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
-from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.settings import get_setting  # noqa: E402
 from cotbench.records import GenParams, Request  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402

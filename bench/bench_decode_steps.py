@@ -29,7 +29,7 @@ openmp_wait_defaults()  # before llama_cpp loads; the environment's own values w
 from _common import machine, median, write_json  # noqa: E402
 
 from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
-from cotbench.pipeline.registry import embedded_gguf  # noqa: E402
+from cotbench.pipeline.model_registry import embedded_gguf  # noqa: E402
 
 FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
 

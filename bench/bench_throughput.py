@@ -49,8 +49,8 @@ from _common import DATA_DIR, machine, median, tree_cpu_s, write_json  # noqa: E
 
 from cotbench.pipeline.config import build_config  # noqa: E402
 from cotbench.pipeline.harness import run  # noqa: E402
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
-from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.settings import get_setting  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402
 from cotbench.testing.servers import free_port, llama_server  # noqa: E402

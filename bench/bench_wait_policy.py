@@ -33,7 +33,7 @@ sys.path.insert(0, {bench!r})
 from pathlib import Path
 from bench_batching import requests, run_engine
 from cotbench.backends.llamacpp_engine import BatchedEngine
-from cotbench.pipeline.registry import embedded_gguf
+from cotbench.pipeline.model_registry import embedded_gguf
 e = BatchedEngine(str(embedded_gguf()), n_ctx=4096)
 reqs = requests({n}, Path({data!r}), {max_tokens})
 run_engine(e, reqs[:1], 1)  # untimed warm-up

@@ -15,7 +15,8 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from cotbench.analysis import equals, gains, plan, selective, significance
+from cotbench.analysis import equals, gains, selective, significance
+from cotbench.analysis import plan_conditions as plan
 from cotbench.analysis.disagreements import disagreements
 from cotbench.analysis.load import frame_from_rows, load_run, load_runs
 from cotbench.analysis.render import render, text_table

@@ -16,7 +16,7 @@ from cotbench.backends.registry import BACKENDS, declared, flag_args
 from cotbench.cli import main
 from cotbench.pipeline.config import Generation, build_config
 from cotbench.pipeline.harness import make_backend, run_options
-from cotbench.pipeline.registry import resolve_model
+from cotbench.pipeline.model_registry import resolve_model
 from cotbench.pipeline.runner import RunOptions
 
 VLLM_MODEL = "llama-3.1-8b-instruct"

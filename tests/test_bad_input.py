@@ -204,7 +204,7 @@ def test_literature_csv_truncated_row(tmp_path):
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
     """A real llama_cpp.server that *requires* the secret as its API key, so a passing run proves it was sent."""
-    from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
     from cotbench.testing.servers import llama_server
 
     log = tmp_path_factory.mktemp("keyed") / "server.log"
@@ -213,7 +213,7 @@ def keyed_server(tmp_path_factory):
 
 
 def openai_run_args(url: str, out: Path, tiny_data: Path, limit: int, *extra: str) -> list[str]:
-    from cotbench.pipeline.registry import DEFAULT_MODEL
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL
 
     return ["run", "--model", f"openai:{DEFAULT_MODEL}", "--backend", "openai", "--base-url", url,
             "--datasets", "gsm8k", "--settings", "zs_direct", "--limit", str(limit), "--max-tokens-direct", "4",

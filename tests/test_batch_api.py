@@ -30,7 +30,7 @@ from cotbench.cli import main as cli_main
 from cotbench.pipeline import harness
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
-from cotbench.pipeline.registry import DEFAULT_MODEL, MODELS, embedded_gguf
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, MODELS, embedded_gguf
 from cotbench.records import GenParams, Request
 from cotbench.testing.batch_server import BatchServer
 from cotbench.testing.servers import llama_server

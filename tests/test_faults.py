@@ -22,7 +22,7 @@ from cotbench.backends.base import BackendError
 from cotbench.backends.table import TableBackend
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
-from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
 from cotbench.testing.fault_proxy import FAULTS, FaultPlan, FaultProxy
 from cotbench.testing.servers import llama_server
 

@@ -15,7 +15,11 @@ import pytest
 
 from cotbench.backends import openai_api
 from cotbench.cli import AREAS, build_parser
-from cotbench.pipeline.harness import git_revision, package_versions, revision_from_status
+from cotbench.pipeline.harness import (
+    git_revision,
+    package_versions,
+    revision_from_status,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -10,7 +10,7 @@ import pytest
 from cotbench.backends.base import BackendError
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
-from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
 from cotbench.pipeline.settings import CORE_SETTINGS
 from cotbench.testing.fault_proxy import FaultPlan, FaultProxy
 from cotbench.testing.servers import llama_server

@@ -148,7 +148,7 @@ def loaded():
     import torch
 
     from cotbench.backends.transformers_local import load_model
-    from cotbench.pipeline.registry import embedded_gguf
+    from cotbench.pipeline.model_registry import embedded_gguf
 
     torch.manual_seed(0)
     path = embedded_gguf()
@@ -199,7 +199,7 @@ def test_harness_builds_the_transformers_backend_for_the_embedded_model(loaded, 
     from cotbench.backends import transformers_local
     from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import make_backend
-    from cotbench.pipeline.registry import resolve_model
+    from cotbench.pipeline.model_registry import resolve_model
 
     path, model, tok = loaded
     seen = []

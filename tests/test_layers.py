@@ -39,7 +39,7 @@ LAYERS: list[list[str]] = [
         "cotbench.pipeline.settings",
         "cotbench.pipeline.prompts",
         "cotbench.solvers",
-        "cotbench.pipeline.registry",
+        "cotbench.pipeline.model_registry",
         "cotbench.pipeline.store",
         "cotbench.heads.intervene",
         "cotbench.backends",
@@ -182,3 +182,16 @@ def test_no_import_points_up_a_layer():
 ])
 def test_cycle_detector_can_fail(edges, expected):
     assert len(cycles(edges)) == expected
+
+
+def test_module_names_do_not_collide():
+    """A module name means one thing: no two modules share a file name (beyond the conventional
+    ``__init__``, ``cli`` and ``base``), and none shadows a standard-library module."""
+    import sys
+    from collections import Counter
+
+    names = Counter(p.stem for p in ROOT.rglob("*.py") if p.stem not in ("__init__", "__main__", "cli", "base"))
+    assert not [n for n, c in names.items() if c > 1], f"module names used twice: {[n for n, c in names.items() if c > 1]}"
+    shadow = sorted(set(names) & set(sys.stdlib_module_names))
+    assert not shadow, f"modules named like the standard library: {shadow}"
+

@@ -67,7 +67,7 @@ def test_tracker_length_and_unfinished_utf8_character():
 def engine():
     pytest.importorskip("llama_cpp")
     from cotbench.backends.llamacpp_engine import BatchedEngine
-    from cotbench.pipeline.registry import embedded_gguf
+    from cotbench.pipeline.model_registry import embedded_gguf
 
     try:
         path = embedded_gguf()
@@ -143,7 +143,7 @@ def test_same_texts_as_create_chat_completion(engine):
         disable_extra_buffer_types,
         fresh_context_per_call,
     )
-    from cotbench.pipeline.registry import embedded_gguf
+    from cotbench.pipeline.model_registry import embedded_gguf
 
     disable_extra_buffer_types()
     fresh_context_per_call()
@@ -169,7 +169,7 @@ def test_same_texts_as_create_chat_completion(engine):
 def test_batch_size_flag_reaches_the_backend(tmp_path):
     from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import make_backend
-    from cotbench.pipeline.registry import resolve_model
+    from cotbench.pipeline.model_registry import resolve_model
 
     pytest.importorskip("llama_cpp")
     cfg = build_config(None, {"batch_size": 3, "out": str(tmp_path)})

@@ -18,7 +18,7 @@ import pytest
 from cotbench.backends.table import TableBackend
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import default_out, run, run_identity
-from cotbench.pipeline.registry import DEFAULT_MODEL, resolve_model
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, resolve_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

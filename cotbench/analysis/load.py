@@ -19,7 +19,13 @@ from typing import Any, Iterable
 import pandas as pd
 
 from cotbench.pipeline.summary import read_summary
-from cotbench.records import DataError, SampleResult, check_schema, iter_jsonl, read_json
+from cotbench.records import (
+    DataError,
+    SampleResult,
+    check_schema,
+    iter_jsonl,
+    read_json,
+)
 
 SAMPLE_FIELDS = [f.name for f in dataclasses.fields(SampleResult)]
 REQUIRED = ("model", "dataset", "setting", "example_id", "correct")

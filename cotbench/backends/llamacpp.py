@@ -123,7 +123,7 @@ class LlamaCppBackend:
 
 def from_spec(spec, ctx, *, n_ctx: int, batch_size: int, n_threads: int | None) -> LlamaCppBackend:
     """The registry's factory (:mod:`cotbench.backends.registry`)."""
-    from cotbench.pipeline.registry import key_name, model_path
+    from cotbench.pipeline.model_registry import key_name, model_path
 
     return LlamaCppBackend(model_path(spec), model_id=key_name(spec), n_ctx=n_ctx, seed=ctx.seed,
                            batch_size=batch_size, n_threads=n_threads)

@@ -506,7 +506,7 @@ def make_batch_backend(spec: Any, store_path: str | Path, *, timeout: float, max
                        poll_s: float) -> OpenAIBatchBackend:
     """The batch backend for a resolved model spec (``--batch-api``): ``timeout`` and ``max_retries`` are the
     openai backend's arguments (:mod:`cotbench.backends.registry`), ``wait`` and ``poll_s`` the run's."""
-    from cotbench.pipeline.registry import ANTHROPIC_URL
+    from cotbench.pipeline.model_registry import ANTHROPIC_URL
 
     if spec.backend != "openai":
         raise ValueError(f"--batch-api needs a hosted API model (the openai backend); {spec.name} runs on "

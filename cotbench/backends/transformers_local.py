@@ -177,7 +177,7 @@ class TransformersBackend:
 
 def from_spec(spec, ctx, *, dtype: str, device: str | None, n_threads: int | None) -> TransformersBackend:
     """The registry's factory (:mod:`cotbench.backends.registry`)."""
-    from cotbench.pipeline.registry import key_name, model_path
+    from cotbench.pipeline.model_registry import key_name, model_path
 
     return TransformersBackend(model_path(spec), model_id=key_name(spec), intervention=ctx.intervention,
                                device=device, dtype=None if dtype == "auto" else dtype, n_threads=n_threads)

@@ -187,7 +187,7 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def check_loadable(model_id: str, vllm_version: str, trust_remote_code: bool) -> None:
     """Fail before any GPU work for models this vLLM cannot load, naming a way that works."""
-    from cotbench.pipeline.registry import VLLM_LIMITS
+    from cotbench.pipeline.model_registry import VLLM_LIMITS
 
     local = Path(model_id)
     gguf_only_dir = local.is_dir() and not (local / "config.json").exists() and any(local.glob("*.gguf"))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cotbench.analysis import equals as eq
 from cotbench.analysis import gains as gn
-from cotbench.analysis import plan as pl
+from cotbench.analysis import plan_conditions as pl
 from cotbench.analysis import selective as sel
 from cotbench.figures.style import (
     SETTING_COLORS,

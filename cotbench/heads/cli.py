@@ -92,7 +92,7 @@ def _load(args):
     import torch
 
     from cotbench.backends.transformers_local import load_model
-    from cotbench.pipeline.registry import embedded_gguf
+    from cotbench.pipeline.model_registry import embedded_gguf
 
     if args.threads:
         torch.set_num_threads(args.threads)

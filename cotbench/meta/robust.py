@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import linalg
 
-from cotbench.meta.numerics import CoefficientTable, Coefficients, factor_codes, single_thread
+from cotbench.meta.numerics import (
+    Coefficients,
+    CoefficientTable,
+    factor_codes,
+    single_thread,
+)
 
 __all__ = ["robust", "RobustResult", "TYPES"]
 

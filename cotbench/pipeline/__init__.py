@@ -2,7 +2,7 @@
 
 * ``settings``  the study's prompting conditions (zs/fs x direct/CoT, plan/execute/tool)
 * ``prompts``   an Example under a setting -> chat messages, from the task's prompt file
-* ``registry``  model names -> how to reach them (backend, endpoint, revision, prices)
+* ``model_registry``  model names -> how to reach them (backend, endpoint, revision, prices)
 * ``config``    RunConfig in three parts (generation / execution / reporting): defaults < YAML < flags;
                 what identifies a run
 * ``sampling``  seeded, stratified item samples (``--sample``)

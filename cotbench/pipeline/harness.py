@@ -28,7 +28,7 @@ from cotbench.pipeline.config import (
     RunConfig,
     default_store_path,
 )
-from cotbench.pipeline.registry import ModelSpec, resolve_model
+from cotbench.pipeline.model_registry import ModelSpec, resolve_model
 from cotbench.pipeline.runner import RunOptions, build_units, execute, score_unit
 from cotbench.pipeline.store import Store
 from cotbench.pipeline.summary import summarize, summary_csv

@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cotbench.records import AnswerType, DataError, Example, Extraction, Message, iter_jsonl
-from cotbench.scoring.extract import judge_response, score as score_answer
+from cotbench.records import (
+    AnswerType,
+    DataError,
+    Example,
+    Extraction,
+    Message,
+    iter_jsonl,
+)
+from cotbench.scoring.extract import judge_response
+from cotbench.scoring.extract import score as score_answer
 from cotbench.tasks.hub import HubSource, load_hub_rows
 
 GROUPS = ("commonsense", "knowledge", "soft_reasoning", "symbolic", "mathematical")

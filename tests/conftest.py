@@ -29,6 +29,26 @@ SHARED_DATA = Path(os.environ.get("COTBENCH_TEST_SHARED_DATA") or REPO.parent / 
 HF_DATA = SHARED_DATA / "hf"
 
 
+# Tests that start sandboxed programs. The sandbox tests count the machine's sandbox processes and cgroups
+# before and after, so no other sandbox may run beside them: under pytest-xdist one worker runs them all.
+SANDBOX_USERS = ("tests/test_sandbox.py::", "tests/test_plan_solvers.py::",
+                 "tests/test_harness_e2e.py::test_plan_conditions_end_to_end")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups (``--dist loadgroup``, pyproject)
+def pytest_collection_modifyitems(config, items):
+    """Keep tests that must share a worker on one: sandbox users together, and the tests of a module that
+    share one of its module-scoped fixtures (a server, a loaded model, a finished run), so that fixture is
+    built once, not once per worker. Every other test goes to whichever worker is free."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.nodeid.startswith(SANDBOX_USERS):
+            item.add_marker(pytest.mark.xdist_group("sandbox"))
+        elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(autouse=True)
 def own_store(tmp_path, monkeypatch) -> Path:
     """This test's default generation store (what a run uses without --cache)."""
@@ -52,6 +72,19 @@ def hf_data(shared_data) -> Path:
 def tiny_data(tmp_path_factory) -> Path:
     """A hub-schema mirror of every dataset with a few synthetic rows each (GSM8K: 2,000)."""
     return write_tiny_mirror(tmp_path_factory.mktemp("tiny") / "hf")
+
+
+@pytest.fixture(scope="session")
+def llama_server_url(tmp_path_factory):
+    """One plain llama_cpp.server with the embedded model (no API key, n_ctx 4096) for every test file that
+    talks to one: starting it costs seconds of CPU, and each test compares outputs within one server (or
+    with the in-process backend, whose n_ctx it matches), so sharing it changes no result."""
+    from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+    from cotbench.testing.servers import llama_server
+
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=4096, log=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,9 @@ from cotbench.cli import main as cli_main
 from cotbench.pipeline import harness
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
-from cotbench.pipeline.model_registry import DEFAULT_MODEL, MODELS, embedded_gguf
+from cotbench.pipeline.model_registry import DEFAULT_MODEL, MODELS
 from cotbench.records import GenParams, Request
 from cotbench.testing.batch_server import BatchServer
-from cotbench.testing.servers import llama_server
 
 pytestmark = pytest.mark.timeout(300)  # a wait that never ends is a failure, not a hang
 REPO = Path(__file__).resolve().parents[1]
@@ -45,16 +44,9 @@ ITEMS = [
 N_REQUESTS = len(ITEMS) * 2  # zs_direct + zs_cot
 
 
-@pytest.fixture(scope="module")
-def llama_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=2048, log=log) as url:
-        yield url
-
-
 @pytest.fixture
-def srv(llama_url):
-    with BatchServer(llama_url) as s:
+def srv(llama_server_url):
+    with BatchServer(llama_server_url) as s:
         yield s
 
 
@@ -92,8 +84,8 @@ def same_outputs(a: dict, b: dict, skip: set[str] = frozenset()) -> None:
 
 
 @pytest.fixture(scope="module")
-def sync_rows(llama_url, data_file, tmp_path_factory) -> dict[str, dict]:
-    return rows(run(config(data_file, tmp_path_factory.mktemp("sync"), llama_url)))
+def sync_rows(llama_server_url, data_file, tmp_path_factory) -> dict[str, dict]:
+    return rows(run(config(data_file, tmp_path_factory.mktemp("sync"), llama_server_url)))
 
 
 def ledger_rows(out: Path) -> list[dict]:

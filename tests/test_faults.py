@@ -22,13 +22,13 @@ from cotbench.backends.base import BackendError
 from cotbench.backends.table import TableBackend
 from cotbench.pipeline.config import build_config
 from cotbench.pipeline.harness import run
-from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
+from cotbench.pipeline.model_registry import DEFAULT_MODEL
 from cotbench.testing.fault_proxy import FAULTS, FaultPlan, FaultProxy
-from cotbench.testing.servers import llama_server
 
 REPO = Path(__file__).resolve().parents[1]
 GREEDY_LLAMA_SERVER = {"repeat_penalty": 1.0}  # llama_cpp.server's default is 1.1
-N_CALLS = 2 * 6 * 2  # (gsm8k, mmlu) x 6 items x (zs_direct, zs_cot)
+N_ITEMS = 4
+N_CALLS = 2 * N_ITEMS * 2  # (gsm8k, mmlu) x N_ITEMS items x (zs_direct, zs_cot)
 
 
 def rows(run_dir: Path) -> dict[tuple, dict]:
@@ -41,15 +41,8 @@ def rows(run_dir: Path) -> dict[tuple, dict]:
 
 # --- a random fraction of faults in front of a real server ---------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with llama_server(embedded_gguf(), DEFAULT_MODEL, n_ctx=2048, log=log) as url:
-        yield url
-
-
 def soak_cfg(tiny_data: Path, out: Path, url: str, **kw):
-    return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": 6,
+    return build_config(None, {"datasets": ["gsm8k", "mmlu"], "settings": ["zs_direct", "zs_cot"], "limit": N_ITEMS,
                                "data_dir": str(tiny_data), "out": str(out), "backend": "openai", "base_url": url,
                                "concurrency": 3, "max_tokens_direct": 8, "max_tokens_cot": 24, "progress": False,
                                "extra_body": GREEDY_LLAMA_SERVER, "cache": str(out / "store.sqlite"), **kw})
@@ -76,8 +69,8 @@ def settle(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean_run(server_url, tiny_data, tmp_path_factory) -> Path:
-    return run(soak_cfg(tiny_data, tmp_path_factory.mktemp("clean"), server_url))
+def clean_run(llama_server_url, tiny_data, tmp_path_factory) -> Path:
+    return run(soak_cfg(tiny_data, tmp_path_factory.mktemp("clean"), llama_server_url))
 
 
 def assert_same_results(clean: Path, other: Path) -> None:
@@ -91,14 +84,16 @@ def assert_same_results(clean: Path, other: Path) -> None:
 
 
 @pytest.mark.slow
-def test_random_faults_give_the_fault_free_results(server_url, clean_run, tiny_data, tmp_path):
-    # seed 50 draws about a third of the chat requests as faults, each of the five kinds at least once and
-    # exactly one stall (each stall costs a full client timeout); the draw order is fixed by the seed
-    # far above a real call (about 1 s quiet, 3 in the server's queue at most; several times that on a loaded
-    # 2-core machine, where 8 s was seen to expire on real calls): only the injected stall may time out
+def test_random_faults_give_the_fault_free_results(llama_server_url, clean_run, tiny_data, tmp_path):
+    # the draw order is fixed by the seed: seed 1210 draws 9 faults among the first 25 chat requests, every
+    # kind twice except exactly one stall (each stall costs a full client timeout), and that stall is the
+    # first request, so its wait overlaps the other calls instead of following them.
+    # The timeout sits far above a real call (about 1 s quiet, 3 in the server's queue at most; several
+    # times that on a loaded 2-core machine, where 8 s was seen to expire on real calls): only the injected
+    # stall may time out
     timeout = 30.0
-    plan = FaultPlan(rate=0.3, faults=FAULTS, stall_s=timeout + 2, seed=50)
-    with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
+    plan = FaultPlan(rate=0.3, faults=FAULTS, stall_s=timeout + 2, seed=1210)
+    with FaultProxy(llama_server_url.removesuffix("/v1"), plan) as proxy_url:
         faulty = run(soak_cfg(tiny_data, tmp_path / "faulty", proxy_url, timeout=timeout, max_retries=8))
     n_calls = N_CALLS
     injected = {f: plan.counts.get(f, 0) for f in FAULTS}
@@ -116,7 +111,7 @@ def test_random_faults_give_the_fault_free_results(server_url, clean_run, tiny_d
 
 
 @pytest.mark.slow
-def test_server_down_mid_run_then_resume(server_url, clean_run, tiny_data, tmp_path):
+def test_server_down_mid_run_then_resume(llama_server_url, clean_run, tiny_data, tmp_path):
     """The server goes away after a few answers: the run stops with a clear message, keeps what finished,
     and the same command completes once the server is back, calling it only for the rest."""
     plan = FaultPlan()
@@ -129,7 +124,7 @@ def test_server_down_mid_run_then_resume(server_url, clean_run, tiny_data, tmp_p
         plan.down = True
 
     watcher = threading.Thread(target=take_down_after, args=(5,), daemon=True)
-    with FaultProxy(server_url.removesuffix("/v1"), plan) as proxy_url:
+    with FaultProxy(llama_server_url.removesuffix("/v1"), plan) as proxy_url:
         watcher.start()
         with pytest.raises(BackendError, match="gave up after 2 retries.*rerun to resume"):
             run(soak_cfg(tiny_data, out, proxy_url, max_retries=2))
@@ -140,7 +135,7 @@ def test_server_down_mid_run_then_resume(server_url, clean_run, tiny_data, tmp_p
         # Calls cancelled by the error may still be computing on the server; wait for it and move llama.cpp's
         # reused KV prefix onto an unrelated prompt (re-evaluating an identical prompt straight after itself
         # can change a greedy continuation: a llama.cpp effect, not what this test is about).
-        settle(server_url)
+        settle(llama_server_url)
         plan.down = False  # the server is back
         run(soak_cfg(tiny_data, out, proxy_url))
     man = json.loads((out / "manifest.json").read_text())

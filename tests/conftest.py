@@ -79,7 +79,8 @@ def llama_server_url(tmp_path_factory):
     """One plain llama_cpp.server with the embedded model (no API key, n_ctx 4096) for every test file that
     talks to one: starting it costs seconds of CPU, and each test compares outputs within one server (or
     with the in-process backend, whose n_ctx it matches), so sharing it changes no result."""
-    from cotbench.pipeline.registry import DEFAULT_MODEL, embedded_gguf
+    from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
+
     from cotbench.testing.servers import llama_server
 
     log = tmp_path_factory.mktemp("llama-server") / "server.log"

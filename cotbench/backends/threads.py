@@ -2,7 +2,7 @@
 
 A decode step is hundreds of small operations with a thread barrier after each. Threads that sleep at
 once at every barrier (``OMP_WAIT_POLICY=PASSIVE`` alone) pay a wake-up each time: on an idle 2-core VM
-that made one-at-a-time generation about 2.9x slower (results/bench/speed.md). Threads that spin without
+that made one-at-a-time generation about 3x slower (results/bench/speed.md). Threads that spin without
 bound (libgomp's ``ACTIVE``) steal the cores from other work and made calls 10-50x slower on a shared
 machine. The default here is passive waiting after a short spin (``GOMP_SPINCOUNT``): fast when the
 machine is free, bounded when it is not. Values already in the environment win.

@@ -28,21 +28,12 @@ openmp_wait_defaults()  # before llama_cpp loads; the environment's own values w
 
 from _common import machine, median, write_json  # noqa: E402
 
-from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
+from cotbench.backends.llamacpp_engine import FTYPES, BatchedEngine, convert_weights  # noqa: E402
 from cotbench.pipeline.model_registry import embedded_gguf  # noqa: E402
-
-FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
 
 
 def convert(src: str, kind: str, out_dir: Path) -> str:
-    import llama_cpp
-
-    out = out_dir / f"{Path(src).stem}.{kind}.gguf"
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype, p.allow_requantize, p.nthread = FTYPES[kind], True, os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(src.encode(), str(out).encode(), p) != 0:
-        raise SystemExit(f"could not convert {src} to {kind}")
-    return str(out)
+    return convert_weights(src, kind, str(out_dir / f"{Path(src).stem}.{kind}.gguf"))
 
 
 def measure(path: str, threads: int, n_prompt: int, steps: int, batch: int, reps: int) -> dict:

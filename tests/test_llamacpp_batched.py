@@ -211,3 +211,69 @@ def test_logits_are_bitwise_the_same_alone_and_in_a_batch(engine):
 
     for alone, batched in zip(logits_of_seq0(1), logits_of_seq0(8)):
         assert np.array_equal(alone, batched)
+
+
+# ---- weights with batched kernels (an F16 copy of the embedded model) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def f16_engine(engine, tmp_path_factory):
+    """The embedded model dequantized to F16: llama.cpp's one-row and batched kernels round differently
+    for F16 (not for the embedded Q4_1 file), so this is the model that needs the engine's padding."""
+    from cotbench.backends.llamacpp_engine import BatchedEngine, convert_weights
+    from cotbench.pipeline.model_registry import embedded_gguf
+
+    path = convert_weights(str(embedded_gguf()), "f16", str(tmp_path_factory.mktemp("f16") / "m.f16.gguf"))
+    eng = BatchedEngine(path, n_ctx=1024, n_threads=2)
+    yield eng
+    eng.close()
+
+
+def seq_logits(engine, live: list[int], target: int, pad: bool):
+    """Next-token logits of stream ``target`` after one decode step of the streams in ``live`` (each
+    holding the same prompt and given the same token), the step's rows built as the engine builds them."""
+    import ctypes
+
+    import numpy as np
+
+    lib = engine._lib
+    prompt = engine.prepare(req(QUESTIONS[0]))[0]
+    cx = engine._context(6, 512)
+    try:
+        for s in live:
+            engine._decode(cx, [(t, i, s, False) for i, t in enumerate(prompt)])
+        rows = engine.step_rows(cx, [(100, len(prompt), s) for s in live], pad)
+        engine._decode(cx, rows)
+        ptr = lib.llama_get_logits_ith(cx.ctx, [seq for _, _, seq, _ in rows].index(target))
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                     shape=(engine.n_vocab,)).copy()
+    finally:
+        lib.llama_memory_clear(cx.mem, True)
+
+
+@pytest.mark.slow
+def test_row_mode_is_measured_per_model(engine, f16_engine):
+    assert engine.row_mode() == "any"  # the embedded file: no padding, so no cost
+    assert f16_engine.row_mode() in ("pad", "any")
+
+
+@pytest.mark.slow
+def test_logits_do_not_depend_on_busy_neighbouring_streams(f16_engine):
+    """llama.cpp computes each run of adjacent busy streams as its own micro-batch: stream 0 alone, beside
+    stream 1, or beside nothing (streams 0 and 2) would get different kernels without the padding."""
+    import numpy as np
+
+    pad = f16_engine.row_mode() == "pad"
+    ref = seq_logits(f16_engine, [0, 1], 0, pad)
+    for live, target in [([0], 0), ([0, 2], 0), ([0, 2], 2), ([0, 1, 3], 3), ([3, 1, 0], 1), ([1, 2, 3, 4], 3),
+                         ([5], 5), ([4, 0, 2], 2)]:
+        assert np.array_equal(seq_logits(f16_engine, live, target, pad), ref), (live, target)
+    if pad:  # the padding has a reason: without it a lone stream gets the one-row kernel
+        assert not np.array_equal(seq_logits(f16_engine, [0, 2], 2, False), ref)
+
+
+@pytest.mark.slow
+def test_f16_output_does_not_depend_on_the_batch(f16_engine):
+    reqs = [req(q, max_tokens=10 + 3 * (i % 3)) for i, q in enumerate(QUESTIONS[:8])]
+    alone = [run(f16_engine, [r], 1)[0][0] for r in reqs]
+    for batch in (8, 3):  # 3: slots are freed and reused, leaving lone and non-adjacent streams
+        assert [key(r) for r in run(f16_engine, reqs, batch)[0]] == [key(r) for r in alone], batch

@@ -10,6 +10,16 @@ tests check them:
 
 * the KV cache is not unified (``kv_unified=False``): each sequence has its own stream and attends to
   its own cells only, starting at cell 0 whenever its slot is reused, as a fresh ``Llama`` context does;
+* a decode step's matrix products must not change with the rows beside a sequence. llama.cpp's CPU
+  build has batched kernels (llamafile sgemm) for F32, F16, BF16, Q8_0, Q4_0, Q5_0 and IQ4_NL weights,
+  used from two rows up, and they round differently from the one-row kernel; and llama.cpp splits a
+  step into one micro-batch per run of adjacent KV streams (sequences 0, 1 and 3 become {0, 1} and
+  {3}), so whether a sequence gets one row or several depends on which other slots are busy. The
+  engine measures once per model whether one row and several differ (:meth:`BatchedEngine.row_mode`);
+  where they do, a sequence with no busy neighbouring stream gets a throw-away row in a free
+  neighbouring stream, so every sequence is always computed in a run of at least two; where several
+  rows of different counts differ too, it decodes one sequence at a time. The embedded Q4_1 file needs
+  neither (its logits are bitwise the same for 1, 2, 3 and 5 rows);
 * the prompt is prefilled in the same chunks as ``Llama.eval`` (``n_batch = min(n_ctx, 512)``), with
   logits for the last token of each chunk only;
 * the context settings are ``Llama``'s, flash attention included (off); llama.cpp's own default turns
@@ -18,6 +28,11 @@ tests check them:
   tokenization, the template's end token added to the stop strings), the sampler chain (penalties, then
   greedy at temperature 0, else top-k 40, typical 1, top-p, min-p 0.05, temperature, seeded draw), the
   stop/length bookkeeping and the token counts follow ``Llama.create_chat_completion`` step for step.
+
+The one exception to the second property: with weights whose one-row kernel differs (an F16 file, say),
+``create_chat_completion`` decodes with the one-row kernel and the engine, padding, with the batched one,
+so texts can differ between the two; the engine's do not depend on the batch, which a store keyed by
+request needs.
 """
 from __future__ import annotations
 
@@ -48,6 +63,22 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+# llama_ftype values of the types :func:`convert_weights` writes
+FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
+
+
+def convert_weights(src: str, kind: str, dest: str) -> str:
+    """A copy of GGUF file ``src`` with its weights converted to ``kind`` (a key of FTYPES), written to
+    ``dest`` by llama.cpp's own quantizer (requantizing or dequantizing as needed); returns ``dest``."""
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.allow_requantize, p.nthread = FTYPES[kind], True, usable_cpus()
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), p) != 0:
+        raise BackendError(f"llama.cpp could not convert {src} to {kind}")
+    return str(dest)
 
 
 def _pad(n: int, to: int) -> int:
@@ -150,6 +181,7 @@ class BatchedEngine:
         self._formatter = self._chat_formatter()
         self._pieces: dict[int, bytes] = {}
         self._cx: _Context | None = None
+        self._row_mode: str | None = None
 
     # ---- prompt rendering, as create_chat_completion does it ------------------------------------------
 
@@ -266,6 +298,62 @@ class BatchedEngine:
         self._cx = _Context(ctx, n_seq, cells, lib.llama_batch_init(cap, 0, 1), cap, lib.llama_get_memory(ctx))
         return self._cx
 
+    def row_mode(self) -> str:
+        """How decode steps keep a sequence's logits independent of the other rows in the step.
+
+        Measured once per model, bitwise, on one sequence's next-token logits with 1, 2, 3 and 5 rows in the
+        step: ``"any"`` when all four agree (no padding needed), ``"pad"`` when only the one-row step differs
+        (a lone sequence gets a throw-away neighbour, :meth:`step_rows`), ``"single"`` when several-row steps
+        differ among themselves too (sequences are then decoded one at a time: batching would change
+        outputs). Costs one short prompt's prefill in five streams.
+        """
+        if self._row_mode is not None:
+            return self._row_mode
+        import numpy as np
+
+        lib = self._lib
+        prompt = self.tokenize(b"The quick brown fox jumps over the lazy dog. Then", add_bos=True, special=False)
+        n = len(prompt)
+        cx = self._context(5, _pad(n + 2, KV_PAD))
+        try:
+            for s in range(5):  # every stream holds the same prompt, each prefilled alone
+                self._decode(cx, [(t, i, s, False) for i, t in enumerate(prompt)])
+            found = []
+            for rows in (1, 2, 3, 5):
+                self._decode(cx, [(prompt[-1 - s], n, s, True) for s in range(rows)])
+                ptr = lib.llama_get_logits_ith(cx.ctx, 0)
+                found.append(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                                   shape=(self.n_vocab,)).copy())
+                for s in range(rows):
+                    lib.llama_memory_seq_rm(cx.mem, s, n, -1)
+        finally:
+            lib.llama_memory_clear(cx.mem, True)
+        several_agree = all(np.array_equal(found[1], f) for f in found[2:])
+        self._row_mode = ("single" if not several_agree else
+                          "any" if np.array_equal(found[0], found[1]) else "pad")
+        if self._row_mode == "single":
+            logging.getLogger(__name__).warning(
+                "llama.cpp's results for this model change with the number of rows in a decode step: "
+                "decoding one sequence at a time so that outputs do not depend on the batch")
+        return self._row_mode
+
+    @staticmethod
+    def step_rows(cx: _Context, live: list[tuple[int, int, int]], pad: bool) -> list[tuple[int, int, int, bool]]:
+        """The rows of one decode step, in stream order: each live (token, position, stream) wants logits;
+        with ``pad``, every live stream with no busy stream beside it gets a throw-away row (the same token
+        at position 0) in a free neighbouring stream, so no sequence is ever a run of one (see the module
+        docstring). The caller finds its logits by stream and empties the throw-away streams after."""
+        rows = {seq: (tok, pos, seq, True) for tok, pos, seq in live}
+        if pad:
+            for seq in sorted(rows):
+                if seq - 1 in rows or seq + 1 in rows:
+                    continue
+                beside = seq + 1 if seq + 1 < cx.n_seq else seq - 1
+                if beside < 0:
+                    raise BackendError("a padded decode step needs at least two KV streams")
+                rows[beside] = (rows[seq][0], 0, beside, True)
+        return [rows[seq] for seq in sorted(rows)]
+
     def _free_context(self) -> None:
         cx, self._cx = self._cx, None
         if cx is not None:
@@ -302,10 +390,15 @@ class BatchedEngine:
             queue.append(_Job(req, *prep))
         if not queue:
             return
+        mode = self.row_mode()
+        if mode == "single":
+            batch_size = 1
+        slots = min(batch_size, len(queue))
         need = max(len(j.prompt) + j.tracker.max_tokens for j in queue) + KV_SLACK
-        cx = self._context(min(batch_size, len(queue)), min(_pad(need, KV_PAD), self.n_ctx))
+        # with padding, one stream more, so that a lone sequence always has a free neighbouring stream
+        cx = self._context(slots + (mode == "pad"), min(_pad(need, KV_PAD), self.n_ctx))
         live: dict[int, _Job] = {}
-        free = list(range(min(batch_size, len(queue))))[::-1]
+        free = list(range(slots))[::-1]
 
         def finish(job: _Job) -> None:
             lib.llama_memory_seq_rm(cx.mem, job.seq, -1, -1)  # the slot starts at cell 0 again
@@ -344,10 +437,15 @@ class BatchedEngine:
                         j.tracker._finish(j.tracker._all_text(), "length")
                         finish(j)
                     continue
-                self._decode(cx, [(j.last, j.n_past, j.seq, True) for j in jobs])
-                for i, j in enumerate(jobs):
+                rows = self.step_rows(cx, [(j.last, j.n_past, j.seq) for j in jobs], mode == "pad")
+                self._decode(cx, rows)
+                index = {seq: i for i, (_, _, seq, _) in enumerate(rows)}
+                for _, _, seq, _ in rows:
+                    if seq not in live:  # a throw-away row's stream is empty again
+                        lib.llama_memory_seq_rm(cx.mem, seq, -1, -1)
+                for j in jobs:
                     j.n_past += 1
-                    if accept(j, i):
+                    if accept(j, index[j.seq]):
                         finish(j)
         finally:
             for j in list(live.values()):

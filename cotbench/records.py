@@ -227,6 +227,12 @@ def file_sha256(path: str | Path) -> str:
     return hash_file(path, hashlib.sha256()).hexdigest()
 
 
+def cache_home() -> Path:
+    """cotbench's cache directory, for the generation store and converted models:
+    ``$XDG_CACHE_HOME/cotbench`` (default ``~/.cache/cotbench``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "cotbench"
+
+
 def check_schema(obj: dict[str, Any], where: str) -> None:
     """Accept files of this version or older (no field: written before versioning, version 1)."""
     v = obj.get("schema_version", 1)

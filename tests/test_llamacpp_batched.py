@@ -183,6 +183,39 @@ def test_batch_size_flag_reaches_the_backend(tmp_path):
 
 
 @pytest.mark.slow
+def test_weights_f16_is_a_cached_copy_with_its_own_identity(tmp_path, monkeypatch):
+    """``-B weights=f16`` computes with a converted copy: made once, kept in the cache, and a different
+    revision (request keys) and run identity from the file's own weights, so no stored answer is reused."""
+    from cotbench.pipeline.config import build_config
+    from cotbench.pipeline.harness import make_backend
+    from cotbench.pipeline.model_registry import resolve_model
+
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plain = build_config(None, {"out": str(tmp_path)})
+    f16 = build_config(None, {"backend_args": ["weights=f16"], "out": str(tmp_path)})
+    assert plain.hash() != f16.hash() and plain.hash() == build_config(None, {"backend_args": ["weights=file"]}).hash()
+    spec = resolve_model(plain.generation.model)
+    a, b = make_backend(spec, plain), make_backend(spec, f16)
+    try:
+        assert b.revision == a.revision + "+f16" and b.describe()["weights"] == "f16"
+        copies = list((tmp_path / "cache" / "cotbench" / "models").glob("*.gguf"))
+        assert [str(c) for c in copies] == [b.loaded_path] and not list(copies[0].parent.glob(".*tmp"))
+        made = copies[0].stat().st_mtime_ns
+        for backend in (a, b):  # both compute, from their own files
+            got = []
+            backend.generate([req(QUESTIONS[4], max_tokens=8)], lambda r, resp: got.append(resp))
+            assert got[0].finish_reason in ("stop", "length") and got[0].text
+    finally:
+        a.close(), b.close()
+    again = make_backend(spec, f16)  # the cached copy is reused, not converted again
+    again.close()
+    assert copies[0].stat().st_mtime_ns == made
+    with pytest.raises(ValueError, match="weights"):
+        build_config(None, {"backend_args": ["weights=q4_0"]})
+
+
+@pytest.mark.slow
 def test_logits_are_bitwise_the_same_alone_and_in_a_batch(engine):
     """Stronger than equal texts: one sequence's logits alone and among 7 others (one over 256 prompt tokens,
     which widens every sequence's attention window in the batch)."""

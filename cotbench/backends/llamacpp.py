@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cotbench.backends.base import BackendError, BackendStats, OnResult
 from cotbench.backends.threads import openmp_wait_defaults
-from cotbench.records import Request, Response, file_sha256
+from cotbench.records import Request, Response, cache_home, file_sha256
 
 
 def disable_extra_buffer_types() -> None:
@@ -71,19 +71,45 @@ def fresh_context_per_call() -> None:
 DEFAULT_BATCH_SIZE = 8  # measured: results/bench/speed.md
 
 
+def converted_copy(model_path: str, weights: str, cache_dir: Path, sha16: str) -> str:
+    """The GGUF at ``model_path`` with its weights converted to ``weights`` (f16/f32), made once and kept in
+    ``cache_dir`` under the source file's digest. Written to a temporary name and renamed, so a run that
+    dies while converting leaves no half-written model behind."""
+    from cotbench.backends.llamacpp_engine import convert_weights
+
+    dest = cache_dir / f"{Path(model_path).stem}.{sha16}.{weights}.gguf"
+    if not dest.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            convert_weights(model_path, weights, str(tmp))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return str(dest)
+
+
+def model_cache_dir() -> Path:
+    """Where converted model copies are kept: ``$XDG_CACHE_HOME/cotbench/models`` (default ``~/.cache/...``)."""
+    return cache_home() / "models"
+
+
 class LlamaCppBackend:
     """In-process generation with continuous batching (:mod:`cotbench.backends.llamacpp_engine`).
 
     ``batch_size`` requests are decoded together; ``batch_size=1`` runs one request at a time. Outputs do
     not depend on it, nor on the other requests in a batch, and they equal what
-    ``Llama.create_chat_completion`` (llama_cpp.server's path) gives for the same request.
+    ``Llama.create_chat_completion`` (llama_cpp.server's path) gives for the same request (but see the
+    engine's docstring for weights with batched kernels, such as ``weights="f16"``).
+    ``weights`` other than ``"file"`` computes with a converted copy of the file (:func:`converted_copy`);
+    the revision, and so every request key, says which.
     """
 
     name = "llamacpp"
 
     def __init__(self, model_path: str, model_id: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, verbose: bool = False,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, weights: str = "file"):
         openmp_wait_defaults()  # before the library loads (cotbench.backends.threads)
         if batch_size < 1:
             raise BackendError(f"batch size must be at least 1, got {batch_size}")
@@ -97,16 +123,27 @@ class LlamaCppBackend:
 
         self.model_path = str(model_path)
         self.model_id = model_id or Path(model_path).name
-        self.revision = file_sha256(model_path)[:16]
+        self.sha16 = file_sha256(model_path)[:16]
+        self.weights = weights
+        if weights == "file":
+            self.revision, self.loaded_path = self.sha16, self.model_path
+        elif weights in ("f16", "f32"):
+            self.revision = f"{self.sha16}+{weights}"
+            self.loaded_path = converted_copy(self.model_path, weights, model_cache_dir(), self.sha16)
+        else:
+            raise BackendError(f"weights must be file, f16 or f32, got {weights!r}")
         self.n_ctx = n_ctx
         self.batch_size = batch_size
         self.seed = seed  # every request carries its own seed; kept for describe()
         self.stats = BackendStats()
-        self._engine = BatchedEngine(self.model_path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
+        self._engine = BatchedEngine(self.loaded_path, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "model_path": self.model_path, "model_sha256_16": self.revision,
-                "n_ctx": self.n_ctx, "batch_size": self.batch_size}
+        out = {"backend": self.name, "model_path": self.model_path, "model_sha256_16": self.sha16,
+               "n_ctx": self.n_ctx, "batch_size": self.batch_size}
+        if self.weights != "file":
+            out.update(weights=self.weights, loaded_path=self.loaded_path, revision=self.revision)
+        return out
 
     def generate(self, requests: list[Request], on_result: OnResult) -> None:
         def counted(req: Request, resp: Response) -> None:
@@ -121,9 +158,9 @@ class LlamaCppBackend:
             engine.close()
 
 
-def from_spec(spec, ctx, *, n_ctx: int, batch_size: int, n_threads: int | None) -> LlamaCppBackend:
+def from_spec(spec, ctx, *, n_ctx: int, batch_size: int, n_threads: int | None, weights: str) -> LlamaCppBackend:
     """The registry's factory (:mod:`cotbench.backends.registry`)."""
     from cotbench.pipeline.model_registry import key_name, model_path
 
     return LlamaCppBackend(model_path(spec), model_id=key_name(spec), n_ctx=n_ctx, seed=ctx.seed,
-                           batch_size=batch_size, n_threads=n_threads)
+                           batch_size=batch_size, n_threads=n_threads, weights=weights)

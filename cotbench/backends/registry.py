@@ -119,6 +119,9 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in [
         _arg("batch_size", int, 8, "requests decoded together (1 = one at a time; outputs are the same)",
              flag=True, **POSITIVE),
         _arg("n_threads", int, None, "CPU threads (default: the CPUs this process may use)", **POSITIVE),
+        _arg("weights", str, "file", "compute with the GGUF's own weights ('file'), or with a copy converted "
+             "once to f16 or f32 and cached (faster prefill and batched decoding on CPUs; other roundings, "
+             "so other texts: a different revision)", identity=True, choices=("file", "f16", "f32")),
     )),
     BackendEntry("openai", "cotbench.backends.openai_api:from_spec",
                  "any OpenAI-compatible chat endpoint (hosted APIs, vllm serve, llama_cpp.server)", (

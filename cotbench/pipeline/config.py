@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import types
 import typing
@@ -40,6 +39,7 @@ from cotbench.backends.registry import (
 )
 from cotbench.pipeline.model_registry import DEFAULT_MODEL, resolve_model
 from cotbench.pipeline.settings import CORE_SETTINGS, SETTINGS
+from cotbench.records import cache_home
 
 QUICK_DATASETS = ("gsm8k", "mmlu")
 
@@ -167,8 +167,7 @@ def default_store_path() -> Path:
     """The generation store every run shares unless ``--cache`` names another: requests are keyed by
     everything that determines their output, so one store serves every run dir and configuration.
     ``$XDG_CACHE_HOME/cotbench/generations.sqlite`` (default ``~/.cache/cotbench/...``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cotbench" / "generations.sqlite"
+    return cache_home() / "generations.sqlite"
 
 
 PARTS = {"generation": Generation, "execution": Execution, "reporting": Reporting}

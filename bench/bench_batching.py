@@ -15,6 +15,7 @@ mode's texts are compared with the reference texts.
 
     python bench/bench_batching.py                          # 16 items, 64 tokens, batch 1 4 8 16, 3 reps
     python bench/bench_batching.py --n 32 --batch-sizes 8 16 32 --reps 2
+    python bench/bench_batching.py --weights f16 --max-tokens 256 --skip-reference   # -B weights=f16's copy
 """
 from __future__ import annotations
 
@@ -30,14 +31,16 @@ openmp_wait_defaults()  # before llama_cpp loads; the environment's own values w
 from _common import DATA_DIR, machine, median, write_json  # noqa: E402
 
 from cotbench.backends.llamacpp import (  # noqa: E402
+    converted_copy,
     disable_extra_buffer_types,
     fresh_context_per_call,
+    model_cache_dir,
 )
 from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
 from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
 from cotbench.pipeline.settings import get_setting  # noqa: E402
-from cotbench.records import GenParams, Request  # noqa: E402
+from cotbench.records import GenParams, Request, file_sha256  # noqa: E402
 from cotbench.tasks import get_task  # noqa: E402
 
 REFERENCE = "create_chat_completion"
@@ -84,11 +87,15 @@ def main() -> None:
     ap.add_argument("--skip-reference", action="store_true", help="leave out create_chat_completion")
     ap.add_argument("--data-dir", default=str(DATA_DIR))
     ap.add_argument("--gguf", help="model file (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--weights", choices=("file", "f16", "f32"), default="file",
+                    help="as -B weights=: the file's own weights or the backend's cached converted copy")
     ap.add_argument("--out", help="results JSON (default results/bench/batching.json)")
     a = ap.parse_args()
     reqs = requests(a.n, Path(a.data_dir), a.max_tokens)
     threads = a.threads or os.cpu_count()
     gguf = a.gguf or str(embedded_gguf())
+    if a.weights != "file":
+        gguf = converted_copy(gguf, a.weights, model_cache_dir(), file_sha256(gguf)[:16])
     engine = BatchedEngine(gguf, n_ctx=a.n_ctx, n_threads=threads)
     modes = ["batch=1"] + [f"batch={b}" for b in a.batch_sizes if b != 1]
     llm = None
@@ -134,8 +141,10 @@ def main() -> None:
         "benchmark": "in-process llama.cpp: continuous batching vs one request at a time",
         "command": f"python bench/bench_batching.py --n {a.n} --max-tokens {a.max_tokens} --batch-sizes "
                    f"{' '.join(map(str, a.batch_sizes))} --reps {a.reps}"
-                   + (" --skip-reference" if llm is None else "") + (f" --gguf {a.gguf}" if a.gguf else ""),
-        "model": a.gguf or f"{DEFAULT_MODEL} (embedded GGUF)", "llama_threads": threads, "n_ctx": a.n_ctx,
+                   + (" --skip-reference" if llm is None else "") + (f" --gguf {a.gguf}" if a.gguf else "")
+                   + (f" --weights {a.weights}" if a.weights != "file" else ""),
+        "model": a.gguf or f"{DEFAULT_MODEL} (embedded GGUF)", "weights": a.weights, "llama_threads": threads,
+        "n_ctx": a.n_ctx, "engine_row_mode": engine.row_mode(),
         "omp_env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "workload": {"dataset": "gsm8k test (local mirror), first items", "setting": "zs_cot", "n": a.n,
                      "max_tokens": a.max_tokens, "temperature": 0, "reps": a.reps},

@@ -542,7 +542,9 @@ class VLLMBackend:
     def describe(self) -> dict:
         return {"backend": self.name, **self.engine_kw, "data_parallel_size": self.dp,
                 "gpu_memory_utilization": self._share or self.gpu_memory_utilization,
-                "model_revision": self.revision, "vllm_version": self.vllm_version}
+                "model_revision": self.revision, "vllm_version": self.vllm_version,
+                # outputs can depend on the batch unless vLLM's batch-invariant mode is on (README)
+                "vllm_batch_invariant": os.environ.get("VLLM_BATCH_INVARIANT") == "1"}
 
     def _chunks(self, reqs: list[Request]) -> list[list[Request]]:
         # keep prefilled and plain requests apart: LLM.chat takes one template mode per call

@@ -61,6 +61,48 @@ def test_tracker_length_and_unfinished_utf8_character():
     assert (t.text.decode(), t.finish_reason, len(t.tokens)) == ("abcé", "length", 3)
 
 
+def test_step_rows_without_padding_are_the_live_rows_in_stream_order():
+    from types import SimpleNamespace
+
+    from cotbench.backends.llamacpp_engine import BatchedEngine
+
+    rows = BatchedEngine.step_rows(SimpleNamespace(n_seq=3), [(7, 12, 2), (7, 10, 0)], pad=False)
+    assert rows == [(7, 10, 0, True), (7, 12, 2, True)]
+
+
+@pytest.mark.parametrize("live, n_seq, added", [
+    ([0], 2, [1]),              # a lone sequence: its neighbour above
+    ([3], 4, [2]),              # the last stream: its neighbour below
+    ([0, 2], 3, [1]),           # one throw-away row joins both into a run of three
+    ([3, 0], 5, [1, 4]),        # two lone sequences, two throw-away rows
+    ([1, 2], 4, []),            # already a run of two
+])
+def test_step_rows_pad_every_lone_sequence(live, n_seq, added):
+    """Throw-away rows (same token, position 0, in a free neighbouring stream) so that no sequence is a
+    run of one busy stream: llama.cpp computes each run as its own micro-batch."""
+    from types import SimpleNamespace
+
+    from cotbench.backends.llamacpp_engine import BatchedEngine
+
+    rows = BatchedEngine.step_rows(SimpleNamespace(n_seq=n_seq), [(70 + s, 10 + s, s) for s in live], pad=True)
+    streams = [r[2] for r in rows]
+    assert streams == sorted(live + added)
+    for tok, pos, seq, logits in rows:
+        assert logits and (tok, pos) == ((70 + seq, 10 + seq) if seq in live else (tok, 0))
+    runs = "".join("x" if s in streams else "." for s in range(n_seq)).split(".")
+    assert all(len(r) != 1 for r in runs)
+
+
+def test_step_rows_pad_needs_two_streams():
+    from types import SimpleNamespace
+
+    from cotbench.backends.base import BackendError
+    from cotbench.backends.llamacpp_engine import BatchedEngine
+
+    with pytest.raises(BackendError, match="two KV streams"):
+        BatchedEngine.step_rows(SimpleNamespace(n_seq=1), [(7, 3, 0)], pad=True)
+
+
 # ---- with the embedded model -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,21 @@ from pathlib import Path
 from cotbench.backends.threads import openmp_wait_defaults  # noqa: E402
 
 openmp_wait_defaults()
+
+
+def one_cpu_per_worker() -> None:
+    """Under pytest-xdist with one worker per CPU (``-n auto``), each worker and everything it starts keeps
+    to its own CPU, so llama.cpp sizes itself to one thread per worker (``usable_cpus``) instead of two
+    workers' threads taking turns on each core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker.startswith("gw") or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) == int(count) > 1:
+        os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+
+
+one_cpu_per_worker()
 # module- and session-scoped fixtures run before the per-test store below: keep them off the user's cache too
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="cotbench-test-cache-")
 
@@ -80,7 +95,6 @@ def llama_server_url(tmp_path_factory):
     talks to one: starting it costs seconds of CPU, and each test compares outputs within one server (or
     with the in-process backend, whose n_ctx it matches), so sharing it changes no result."""
     from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf
-
     from cotbench.testing.servers import llama_server
 
     log = tmp_path_factory.mktemp("llama-server") / "server.log"

@@ -115,7 +115,7 @@ def engine():
         path = embedded_gguf()
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    eng = BatchedEngine(str(path), n_ctx=1024, n_threads=2)
+    eng = BatchedEngine(str(path), n_ctx=1024)  # threads: the CPUs this worker may use
     yield eng
     eng.close()
 
@@ -185,11 +185,12 @@ def test_same_texts_as_create_chat_completion(engine):
         disable_extra_buffer_types,
         fresh_context_per_call,
     )
+    from cotbench.backends.llamacpp_engine import usable_cpus
     from cotbench.pipeline.model_registry import embedded_gguf
 
     disable_extra_buffer_types()
     fresh_context_per_call()
-    llm = Llama(model_path=str(embedded_gguf()), n_ctx=1024, n_threads=2, verbose=False)
+    llm = Llama(model_path=str(embedded_gguf()), n_ctx=1024, n_threads=usable_cpus(), verbose=False)
     try:
         reqs = [req(QUESTIONS[0], max_tokens=24), req(QUESTIONS[2], max_tokens=24, stop=(".",)),
                 req(QUESTIONS[5], max_tokens=24), req(QUESTIONS[3], max_tokens=16, temperature=0.8, seed=7),
@@ -298,7 +299,7 @@ def f16_engine(engine, tmp_path_factory):
     from cotbench.pipeline.model_registry import embedded_gguf
 
     path = convert_weights(str(embedded_gguf()), "f16", str(tmp_path_factory.mktemp("f16") / "m.f16.gguf"))
-    eng = BatchedEngine(path, n_ctx=1024, n_threads=2)
+    eng = BatchedEngine(path, n_ctx=1024)
     yield eng
     eng.close()
 

@@ -31,12 +31,12 @@ openmp_wait_defaults()  # before llama_cpp loads; the environment's own values w
 from _common import DATA_DIR, machine, median, write_json  # noqa: E402
 
 from cotbench.backends.llamacpp import (  # noqa: E402
-    converted_copy,
     disable_extra_buffer_types,
     fresh_context_per_call,
-    model_cache_dir,
+    weights_file,
 )
 from cotbench.backends.llamacpp_engine import BatchedEngine  # noqa: E402
+from cotbench.backends.registry import get_backend  # noqa: E402
 from cotbench.pipeline.model_registry import DEFAULT_MODEL, embedded_gguf  # noqa: E402
 from cotbench.pipeline.prompts import load_prompt_file, render  # noqa: E402
 from cotbench.pipeline.settings import get_setting  # noqa: E402
@@ -87,15 +87,14 @@ def main() -> None:
     ap.add_argument("--skip-reference", action="store_true", help="leave out create_chat_completion")
     ap.add_argument("--data-dir", default=str(DATA_DIR))
     ap.add_argument("--gguf", help="model file (default: the embedded SmolLM2-135M-Instruct)")
-    ap.add_argument("--weights", choices=("file", "f16", "f32"), default="file",
+    ap.add_argument("--weights", choices=get_backend("llamacpp").arg("weights").choices, default="file",
                     help="as -B weights=: the file's own weights or the backend's cached converted copy")
     ap.add_argument("--out", help="results JSON (default results/bench/batching.json)")
     a = ap.parse_args()
     reqs = requests(a.n, Path(a.data_dir), a.max_tokens)
     threads = a.threads or os.cpu_count()
     gguf = a.gguf or str(embedded_gguf())
-    if a.weights != "file":
-        gguf = converted_copy(gguf, a.weights, model_cache_dir(), file_sha256(gguf)[:16])
+    gguf = weights_file(gguf, a.weights, file_sha256(gguf)[:16])
     engine = BatchedEngine(gguf, n_ctx=a.n_ctx, n_threads=threads)
     modes = ["batch=1"] + [f"batch={b}" for b in a.batch_sizes if b != 1]
     llm = None

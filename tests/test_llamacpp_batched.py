@@ -62,11 +62,9 @@ def test_tracker_length_and_unfinished_utf8_character():
 
 
 def test_step_rows_without_padding_are_the_live_rows_in_stream_order():
-    from types import SimpleNamespace
-
     from cotbench.backends.llamacpp_engine import BatchedEngine
 
-    rows = BatchedEngine.step_rows(SimpleNamespace(n_seq=3), [(7, 12, 2), (7, 10, 0)], pad=False)
+    rows = BatchedEngine.step_rows(3, [(7, 12, 2), (7, 10, 0)], pad=False)
     assert rows == [(7, 10, 0, True), (7, 12, 2, True)]
 
 
@@ -80,11 +78,9 @@ def test_step_rows_without_padding_are_the_live_rows_in_stream_order():
 def test_step_rows_pad_every_lone_sequence(live, n_seq, added):
     """Throw-away rows (same token, position 0, in a free neighbouring stream) so that no sequence is a
     run of one busy stream: llama.cpp computes each run as its own micro-batch."""
-    from types import SimpleNamespace
-
     from cotbench.backends.llamacpp_engine import BatchedEngine
 
-    rows = BatchedEngine.step_rows(SimpleNamespace(n_seq=n_seq), [(70 + s, 10 + s, s) for s in live], pad=True)
+    rows = BatchedEngine.step_rows(n_seq, [(70 + s, 10 + s, s) for s in live], pad=True)
     streams = [r[2] for r in rows]
     assert streams == sorted(live + added)
     for tok, pos, seq, logits in rows:
@@ -94,13 +90,11 @@ def test_step_rows_pad_every_lone_sequence(live, n_seq, added):
 
 
 def test_step_rows_pad_needs_two_streams():
-    from types import SimpleNamespace
-
     from cotbench.backends.base import BackendError
     from cotbench.backends.llamacpp_engine import BatchedEngine
 
     with pytest.raises(BackendError, match="two KV streams"):
-        BatchedEngine.step_rows(SimpleNamespace(n_seq=1), [(7, 3, 0)], pad=True)
+        BatchedEngine.step_rows(1, [(7, 3, 0)], pad=True)
 
 
 # ---- with the embedded model -----------------------------------------------------------------------------
@@ -317,7 +311,7 @@ def seq_logits(engine, live: list[int], target: int, pad: bool):
     try:
         for s in live:
             engine._decode(cx, [(t, i, s, False) for i, t in enumerate(prompt)])
-        rows = engine.step_rows(cx, [(100, len(prompt), s) for s in live], pad)
+        rows = engine.step_rows(cx.n_seq, [(100, len(prompt), s) for s in live], pad)
         engine._decode(cx, rows)
         ptr = lib.llama_get_logits_ith(cx.ctx, [seq for _, _, seq, _ in rows].index(target))
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),

@@ -71,12 +71,18 @@ def fresh_context_per_call() -> None:
 DEFAULT_BATCH_SIZE = 8  # measured: results/bench/speed.md
 
 
-def converted_copy(model_path: str, weights: str, cache_dir: Path, sha16: str) -> str:
-    """The GGUF at ``model_path`` with its weights converted to ``weights`` (f16/f32), made once and kept in
-    ``cache_dir`` under the source file's digest. Written to a temporary name and renamed, so a run that
-    dies while converting leaves no half-written model behind."""
+def weights_file(model_path: str, weights: str, sha16: str) -> str:
+    """The file the engine loads for ``-B weights``: the GGUF itself (``"file"``), or a copy with its weights
+    converted to f16/f32, made once and kept in ``$XDG_CACHE_HOME/cotbench/models`` under the source
+    file's digest ``sha16``. The copy is written to a temporary name and renamed, so a run that dies while
+    converting leaves no half-written model behind."""
+    if weights == "file":
+        return model_path
+    if weights not in ("f16", "f32"):
+        raise BackendError(f"weights must be file, f16 or f32, got {weights!r}")
     from cotbench.backends.llamacpp_engine import convert_weights
 
+    cache_dir = cache_home() / "models"
     dest = cache_dir / f"{Path(model_path).stem}.{sha16}.{weights}.gguf"
     if not dest.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -89,11 +95,6 @@ def converted_copy(model_path: str, weights: str, cache_dir: Path, sha16: str) -
     return str(dest)
 
 
-def model_cache_dir() -> Path:
-    """Where converted model copies are kept: ``$XDG_CACHE_HOME/cotbench/models`` (default ``~/.cache/...``)."""
-    return cache_home() / "models"
-
-
 class LlamaCppBackend:
     """In-process generation with continuous batching (:mod:`cotbench.backends.llamacpp_engine`).
 
@@ -101,7 +102,7 @@ class LlamaCppBackend:
     not depend on it, nor on the other requests in a batch, and they equal what
     ``Llama.create_chat_completion`` (llama_cpp.server's path) gives for the same request (but see the
     engine's docstring for weights with batched kernels, such as ``weights="f16"``).
-    ``weights`` other than ``"file"`` computes with a converted copy of the file (:func:`converted_copy`);
+    ``weights`` other than ``"file"`` computes with a converted copy of the file (:func:`weights_file`);
     the revision, and so every request key, says which.
     """
 
@@ -125,13 +126,8 @@ class LlamaCppBackend:
         self.model_id = model_id or Path(model_path).name
         self.sha16 = file_sha256(model_path)[:16]
         self.weights = weights
-        if weights == "file":
-            self.revision, self.loaded_path = self.sha16, self.model_path
-        elif weights in ("f16", "f32"):
-            self.revision = f"{self.sha16}+{weights}"
-            self.loaded_path = converted_copy(self.model_path, weights, model_cache_dir(), self.sha16)
-        else:
-            raise BackendError(f"weights must be file, f16 or f32, got {weights!r}")
+        self.loaded_path = weights_file(self.model_path, weights, self.sha16)
+        self.revision = self.sha16 if weights == "file" else f"{self.sha16}+{weights}"
         self.n_ctx = n_ctx
         self.batch_size = batch_size
         self.seed = seed  # every request carries its own seed; kept for describe()

@@ -338,7 +338,7 @@ class BatchedEngine:
         return self._row_mode
 
     @staticmethod
-    def step_rows(cx: _Context, live: list[tuple[int, int, int]], pad: bool) -> list[tuple[int, int, int, bool]]:
+    def step_rows(n_streams: int, live: list[tuple[int, int, int]], pad: bool) -> list[tuple[int, int, int, bool]]:
         """The rows of one decode step, in stream order: each live (token, position, stream) wants logits;
         with ``pad``, every live stream with no busy stream beside it gets a throw-away row (the same token
         at position 0) in a free neighbouring stream, so no sequence is ever a run of one (see the module
@@ -348,7 +348,7 @@ class BatchedEngine:
             for seq in sorted(rows):
                 if seq - 1 in rows or seq + 1 in rows:
                     continue
-                beside = seq + 1 if seq + 1 < cx.n_seq else seq - 1
+                beside = seq + 1 if seq + 1 < n_streams else seq - 1
                 if beside < 0:
                     raise BackendError("a padded decode step needs at least two KV streams")
                 rows[beside] = (rows[seq][0], 0, beside, True)
@@ -437,7 +437,7 @@ class BatchedEngine:
                         j.tracker._finish(j.tracker._all_text(), "length")
                         finish(j)
                     continue
-                rows = self.step_rows(cx, [(j.last, j.n_past, j.seq) for j in jobs], mode == "pad")
+                rows = self.step_rows(cx.n_seq, [(j.last, j.n_past, j.seq) for j in jobs], mode == "pad")
                 self._decode(cx, rows)
                 index = {seq: i for i, (_, _, seq, _) in enumerate(rows)}
                 for _, _, seq, _ in rows:
